@@ -1,0 +1,12 @@
+/* crew: Python's threading, queue, multiprocessing and concurrent.futures for
+ * C. This umbrella header includes every module. */
+#ifndef CREW_H
+#define CREW_H
+
+#include "crew/version.h"
+#include "crew/error.h"
+#include "crew/clock.h"
+#include "crew/sync.h"
+#include "crew/thread.h"
+
+#endif
