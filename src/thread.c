@@ -117,7 +117,7 @@ static void join_at_exit(void) {
         if (t) atomic_fetch_add(&t->refs, 1);
         pthread_mutex_unlock(&registry_mutex);
         if (!t) return;
-        crew_event_wait(&t->done, CREW_FOREVER);
+        crew_thread_join(t, CREW_FOREVER, NULL);
         thread_unref(t);
     }
 }

@@ -1341,8 +1341,14 @@ static void cond_notify_n(int kind, unsigned flags) {
     cond_notify_locked(&f, 10);
     bool five = TEST_WAIT_UNTIL(atomic_load(&s.woke) == COND_WAITERS, SETTLE);
 
-    /* A late waiter is not woken by the 8 notifications nobody took, nor by
-     * the lock changing hands. */
+    /* The 8 notifications nobody took are not kept for later waiters: a
+     * timed wait still times out... */
+    ASSERT_RC(crew_cond_acquire(&f.cond, LONG_WAIT), 0);
+    int stale_rc = crew_cond_wait(&f.cond, 0.02);
+    ASSERT_RC(crew_cond_release(&f.cond), 0);
+
+    /* ...and a late waiter is not woken by them, nor by the lock changing
+     * hands. */
     cond_waiter_start(&w[COND_WAITERS], &s);
     bool late_ready = TEST_WAIT_UNTIL(atomic_load(&s.ready) == COND_WAITERS + 1, SETTLE);
     ASSERT_RC(crew_cond_acquire(&f.cond, LONG_WAIT), 0);
@@ -1359,6 +1365,7 @@ static void cond_notify_n(int kind, unsigned flags) {
     assert_true(three);
     assert_false(past_three);
     assert_true(five);
+    ASSERT_RC(stale_rc, CREW_ETIMEDOUT);
     assert_true(late_ready);
     assert_false(late_woke_alone);
     assert_true(late_woke);
@@ -1388,11 +1395,15 @@ static void cond_notify_all(int kind, unsigned flags) {
 
     cond_notify_locked(&f, 0);
     cond_notify_locked(&f, 3);
+    ASSERT_RC(crew_cond_acquire(&f.cond, LONG_WAIT), 0);
+    int stale_rc = crew_cond_wait(&f.cond, 0.02);
+    ASSERT_RC(crew_cond_release(&f.cond), 0);
     cond_waiter_start(&w[0], &s);
     ready = TEST_WAIT_UNTIL(atomic_load(&s.ready) == COND_WAITERS + 1, SETTLE);
     bool stale = TEST_WAIT_UNTIL(atomic_load(&s.woke) > COND_WAITERS, GRACE);
     cond_notify_locked(&f, 0);
     cond_waiter_check(&w[0]);
+    ASSERT_RC(stale_rc, CREW_ETIMEDOUT);
     assert_true(ready);
     assert_false(stale);
     cfix_destroy(&f);
@@ -1403,6 +1414,7 @@ COND_VARIANTS(cond_notify_all)
  * starts waiting afterwards (no stolen wake-up). */
 typedef struct late_cond {
     cfix *f;
+    _Atomic int tid;
     _Atomic int ready;
     _Atomic int woke;
     int wait_rc, rel_rc;
@@ -1410,6 +1422,7 @@ typedef struct late_cond {
 
 static void *late_waiter_main(void *p) {
     late_cond *l = p;
+    atomic_store(&l->tid, my_tid());
     if (crew_cond_acquire(&l->f->cond, LONG_WAIT) != 0) return NULL;
     atomic_store(&l->ready, 1);
     l->wait_rc = crew_cond_wait(&l->f->cond, LONG_WAIT);
@@ -1430,13 +1443,18 @@ static void cond_no_stolen_wakeup(int kind, unsigned flags) {
     bool ready = TEST_WAIT_UNTIL(atomic_load(&s.ready) == EARLY, SETTLE);
 
     late_cond l = {.f = &f, .wait_rc = INT_MIN, .rel_rc = INT_MIN};
+    atomic_init(&l.tid, 0);
     atomic_init(&l.ready, 0);
     atomic_init(&l.woke, 0);
     pthread_t lt;
     ASSERT_RC(crew_cond_acquire(&f.cond, LONG_WAIT), 0);
-    ASSERT_RC(crew_cond_notify(&f.cond, 1), 0);
-    /* The late thread queues for the lock behind the notified waiter. */
+    /* The late thread queues for the lock first (best effort: asleep on it
+     * before the notify), so it may well get the lock before the notified
+     * waiter does; even so it must not take that waiter's notification. */
     th_start(&lt, late_waiter_main, &l);
+    (void)TEST_WAIT_UNTIL(atomic_load(&l.tid) != 0 && task_in_futex(getpid(), atomic_load(&l.tid)),
+                          SETTLE);
+    ASSERT_RC(crew_cond_notify(&f.cond, 1), 0);
     ASSERT_RC(crew_cond_release(&f.cond), 0);
     bool early_woke = TEST_WAIT_UNTIL(atomic_load(&s.woke) == 1, SETTLE);
     bool late_ready = TEST_WAIT_UNTIL(atomic_load(&l.ready) == 1, SETTLE);
@@ -2185,6 +2203,59 @@ static void barrier_single_party(unsigned flags) {
     ASSERT_RC(crew_barrier_destroy(&b), 0);
 }
 FLAG_VARIANTS(barrier_single_party)
+
+/* The action may look at its barrier: n_waiting, broken and parties are
+ * snapshots (lock-free properties in Python). Run in a child so that a
+ * deadlock fails in seconds instead of hanging the test. */
+typedef struct query_action {
+    crew_barrier b;
+    unsigned flags;
+    int n_waiting, parties;
+    bool broken;
+} query_action;
+
+static int query_action_fn(void *arg) {
+    query_action *q = arg;
+    q->n_waiting = crew_barrier_n_waiting(&q->b);
+    q->broken = crew_barrier_broken(&q->b);
+    q->parties = crew_barrier_parties(&q->b);
+    return 0;
+}
+
+static int child_action_queries(void *p) {
+    query_action *q = p;
+    q->parties = -1;
+    crew_barrier_options o = {.action = query_action_fn, .arg = q, .flags = q->flags};
+    CHILD_RC(crew_barrier_init(&q->b, 1, &o), 0);
+    CHILD_RC(crew_barrier_wait(&q->b, LONG_WAIT), 0);
+    CHILD_CHECK(q->n_waiting >= 0);
+    CHILD_CHECK(!q->broken);
+    CHILD_CHECK(q->parties == 1);
+    CHILD_RC(crew_barrier_destroy(&q->b), 0);
+    return 0;
+}
+
+static void barrier_action_queries(unsigned flags) {
+    query_action *q = shm_map(sizeof *q);
+    q->flags = flags;
+    pid_t pid = fork_child(child_action_queries, q);
+    int status = 0;
+    pid_t r = 0;
+    bool done = TEST_WAIT_UNTIL((r = waitpid(pid, &status, WNOHANG)) != 0, 5.0);
+    if (!done) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    }
+    shm_unmap(q, sizeof *q);
+    if (!done) {
+        print_error("crew_barrier_wait did not return within 5 s: the action's call "
+                    "to crew_barrier_n_waiting/broken deadlocked\n");
+        fail();
+    }
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+FLAG_VARIANTS(barrier_action_queries)
 
 static void barrier_destroy_busy(unsigned flags) {
     crew_barrier b;
@@ -2993,6 +3064,7 @@ int main(void) {
         BOTH(barrier_abort),
         BOTH(barrier_reset),
         BOTH(barrier_single_party),
+        BOTH(barrier_action_queries),
         BOTH(barrier_destroy_busy),
         cmocka_unit_test(test_barrier_invalid),
     };

@@ -153,8 +153,9 @@ CREW_API int crew_event_wait(crew_event *event, double timeout);
  * Python's default), a crew_lock, or a crew_rlock. Waiting or notifying
  * without holding that lock is CREW_EPERM. */
 typedef struct crew_cond {
-    crew_lock *_lock;          /* external plain lock, or NULL */
-    crew_rlock *_rlock;        /* external rlock, or NULL: then _own is used */
+    intptr_t _ext;             /* external lock's address minus the condition's:
+                                  self-relative, so both may be mapped anywhere */
+    uint32_t _kind;            /* own rlock, external lock, external rlock */
     crew_rlock _own;
     uint32_t _waiters;         /* waiting, not yet notified; under the lock */
     uint32_t _signals;         /* notified, not yet woken; under the lock */
@@ -164,8 +165,10 @@ typedef struct crew_cond {
 } crew_cond;
 
 /* A condition over `lock`, or over its own rlock when `lock` is NULL. A
- * CREW_SHARED condition needs a CREW_SHARED lock mapped at the same address
- * in every process (CREW_EINVAL otherwise). */
+ * CREW_SHARED condition needs a CREW_SHARED lock (CREW_EINVAL otherwise). The
+ * condition finds an external lock by its distance from itself, so the two
+ * must stay together: in one struct or one shared mapping, which processes
+ * may map at different addresses. */
 CREW_API int crew_cond_init(crew_cond *cond, crew_lock *lock, unsigned flags);
 /* A condition over an external rlock: wait releases every level of it and
  * restores them after. */
@@ -198,10 +201,11 @@ typedef int (*crew_barrier_action)(void *arg);
 typedef struct crew_barrier_options {
     crew_barrier_action action; /* run by one thread (the last to arrive)
                                    before the others are released, with the
-                                   barrier's internal lock held: it must not
-                                   call this barrier's functions other than
-                                   crew_barrier_parties. A nonzero return
-                                   breaks the barrier. */
+                                   barrier's internal lock held: it may call
+                                   crew_barrier_parties, _n_waiting and
+                                   _broken, not wait, reset, abort or
+                                   destroy. A nonzero return breaks the
+                                   barrier. */
     void *arg;
     unsigned flags;             /* 0 or CREW_SHARED */
 } crew_barrier_options;
@@ -210,8 +214,8 @@ typedef struct crew_barrier {
     _Atomic uint32_t _mutex;    /* internal futex lock guarding the fields below */
     _Atomic uint32_t _seq;      /* bumped on every state change; the futex word */
     uint32_t _parties;
-    uint32_t _count;            /* threads inside wait() */
-    int32_t _state;             /* filling, draining, resetting, broken */
+    _Atomic uint32_t _count;    /* threads inside wait() */
+    _Atomic int32_t _state;     /* filling, draining, resetting, broken */
     uint32_t _flags;
     crew_barrier_action _action;
     void *_arg;

@@ -1,6 +1,8 @@
 /* crew_barrier, after CPython's threading.Barrier.
  *
- * All fields are guarded by `_mutex` (a small internal futex lock). Threads
+ * All fields are written under `_mutex` (a small internal futex lock);
+ * `_count` and `_state` are atomics only so that n_waiting and broken can
+ * read a snapshot without the mutex (the action runs holding it). Threads
  * that must wait read `_seq` under the mutex, release it and sleep on `_seq`;
  * every state change bumps `_seq` and wakes all sleepers under the mutex, so
  * no change is missed.
@@ -140,16 +142,10 @@ int crew_barrier_parties(const crew_barrier *barrier) {
 
 int crew_barrier_n_waiting(crew_barrier *barrier) {
     if (!CREW__VALID(barrier, CREW__MAGIC_BARRIER)) return CREW_EINVAL;
-    lock_b(barrier);
-    int n = barrier->_state == FILLING ? (int)barrier->_count : 0;
-    unlock_b(barrier);
-    return n;
+    int32_t state = atomic_load(&barrier->_state);
+    return state == FILLING ? (int)atomic_load(&barrier->_count) : 0;
 }
 
 bool crew_barrier_broken(crew_barrier *barrier) {
-    if (!CREW__VALID(barrier, CREW__MAGIC_BARRIER)) return false;
-    lock_b(barrier);
-    bool broken = barrier->_state == BROKEN;
-    unlock_b(barrier);
-    return broken;
+    return CREW__VALID(barrier, CREW__MAGIC_BARRIER) && atomic_load(&barrier->_state) == BROKEN;
 }

@@ -21,6 +21,8 @@
 
 #include "sync_internal.h"
 
+enum { OWN_RLOCK, EXT_LOCK, EXT_RLOCK };
+
 static int cond_init_common(crew_cond *cond, crew_lock *lock, crew_rlock *rlock, unsigned flags) {
     if (cond == NULL || (flags & ~CREW_SHARED) != 0) return CREW_EINVAL;
     bool shared = (flags & CREW_SHARED) != 0;
@@ -29,12 +31,17 @@ static int cond_init_common(crew_cond *cond, crew_lock *lock, crew_rlock *rlock,
     if (rlock != NULL && (rlock->_magic != CREW__MAGIC_RLOCK || crew__lock_shared(&rlock->_lock) != shared))
         return CREW_EINVAL;
     memset(cond, 0, sizeof *cond);
-    if (lock == NULL && rlock == NULL) {
+    if (lock) {
+        cond->_kind = EXT_LOCK;
+        cond->_ext = (intptr_t)((uintptr_t)lock - (uintptr_t)cond);
+    } else if (rlock) {
+        cond->_kind = EXT_RLOCK;
+        cond->_ext = (intptr_t)((uintptr_t)rlock - (uintptr_t)cond);
+    } else {
+        cond->_kind = OWN_RLOCK;
         int rc = crew_rlock_init(&cond->_own, flags);
         if (rc != 0) return rc;
     }
-    cond->_lock = lock;
-    cond->_rlock = rlock;
     cond->_flags = flags;
     atomic_store_explicit(&cond->_magic, CREW__MAGIC_COND, memory_order_release);
     return 0;
@@ -49,10 +56,17 @@ int crew_cond_init_rlock(crew_cond *cond, crew_rlock *rlock, unsigned flags) {
     return cond_init_common(cond, NULL, rlock, flags);
 }
 
-/* The rlock in use when the condition is not over a plain lock. */
-static crew_rlock *cond_rlock(crew_cond *cond) { return cond->_rlock ? cond->_rlock : &cond->_own; }
+static void *cond_ext(crew_cond *cond) { return (void *)((uintptr_t)cond + (uintptr_t)cond->_ext); }
 
-static crew_lock *cond_inner(crew_cond *cond) { return cond->_lock ? cond->_lock : &cond_rlock(cond)->_lock; }
+/* The plain lock the condition is over, or NULL when it is over an rlock. */
+static crew_lock *cond_lock(crew_cond *cond) { return cond->_kind == EXT_LOCK ? cond_ext(cond) : NULL; }
+
+/* The rlock in use when the condition is not over a plain lock. */
+static crew_rlock *cond_rlock(crew_cond *cond) { return cond->_kind == EXT_RLOCK ? cond_ext(cond) : &cond->_own; }
+
+static crew_lock *cond_inner(crew_cond *cond) {
+    return cond->_kind == EXT_LOCK ? cond_ext(cond) : &cond_rlock(cond)->_lock;
+}
 
 int crew_cond_destroy(crew_cond *cond) {
     if (!CREW__VALID(cond, CREW__MAGIC_COND)) return CREW_EINVAL;
@@ -67,7 +81,7 @@ int crew_cond_destroy(crew_cond *cond) {
         crew__lock_release_held(inner);
         if (busy) return CREW_EBUSY;
     }
-    if (!cond->_lock && !cond->_rlock) {
+    if (cond->_kind == OWN_RLOCK) {
         int rc = crew_rlock_destroy(&cond->_own);
         if (rc != 0) return rc;
     }
@@ -77,18 +91,20 @@ int crew_cond_destroy(crew_cond *cond) {
 
 int crew_cond_acquire(crew_cond *cond, double timeout) {
     if (!CREW__VALID(cond, CREW__MAGIC_COND)) return CREW_EINVAL;
-    return cond->_lock ? crew_lock_acquire(cond->_lock, timeout) : crew_rlock_acquire(cond_rlock(cond), timeout);
+    crew_lock *lock = cond_lock(cond);
+    return lock ? crew_lock_acquire(lock, timeout) : crew_rlock_acquire(cond_rlock(cond), timeout);
 }
 
 int crew_cond_release(crew_cond *cond) {
     if (!CREW__VALID(cond, CREW__MAGIC_COND)) return CREW_EINVAL;
-    return cond->_lock ? crew_lock_release(cond->_lock) : crew_rlock_release(cond_rlock(cond));
+    crew_lock *lock = cond_lock(cond);
+    return lock ? crew_lock_release(lock) : crew_rlock_release(cond_rlock(cond));
 }
 
 /* Let go of the lock entirely (every rlock level); returns what to restore. */
 static uint32_t cond_release_all(crew_cond *cond) {
     uint32_t saved = 0;
-    if (!cond->_lock) {
+    if (cond->_kind != EXT_LOCK) {
         crew_rlock *r = cond_rlock(cond);
         saved = r->_count;
         r->_count = 0;
@@ -102,7 +118,7 @@ static uint32_t cond_release_all(crew_cond *cond) {
 static int cond_restore(crew_cond *cond, uint32_t saved) {
     static const crew__deadline forever = {INT64_MAX, false};
     int rc = crew__lock_acquire_dl(cond_inner(cond), &forever);
-    if (!cond->_lock) cond_rlock(cond)->_count = saved;
+    if (cond->_kind != EXT_LOCK) cond_rlock(cond)->_count = saved;
     return rc == CREW_EOWNERDEAD ? rc : 0;
 }
 
