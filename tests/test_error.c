@@ -79,7 +79,16 @@ static void test_codes_mirror_errno(void **state) {
     assert_int_equal(CREW_EACCES, -EACCES);
     assert_int_equal(CREW_ESHUTDOWN, -ESHUTDOWN);
     assert_int_equal(CREW_ECHILD, -ECHILD);
+    assert_int_equal(CREW_ECONNREFUSED, -ECONNREFUSED);
+    assert_int_equal(CREW_EADDRINUSE, -EADDRINUSE);
+    assert_int_equal(CREW_EMFILE, -EMFILE);
     assert_int_equal(CREW_ESRCH, -ESRCH);
+    /* Every other code in the map is crew's own, at -4000 and below, clear
+     * of errno: a new errno-like code belongs in the list above. */
+    for (size_t i = 0; i < n_codes; i++)
+        if (all_codes[i].code > -4000 && all_codes[i].code < -133)
+            fail_msg("%s = %d is neither an errno nor below -4000", all_codes[i].name,
+                     all_codes[i].code);
     /* crew's own conditions live at -4000 and below, clear of errno. */
     assert_true(CREW_EBROKEN <= -4000);
     assert_true(CREW_EFULL <= -4000);

@@ -60,6 +60,10 @@
 #define LONG_WAIT 30.0
 /* How long the main thread polls for helpers to reach a state. */
 #define SETTLE 20.0
+/* How long it looks for a helper asleep in futex() where that only makes
+ * the test take the sleeping path more often (the implementation may poll
+ * instead, as the shared lock does under ThreadSanitizer). */
+#define SOFT_SETTLE 1.0
 /* How long a negative check (nobody else wakes) keeps looking. */
 #define GRACE 0.1
 /* A timed-out call may return this much before its timeout (clock reads) and
@@ -218,12 +222,13 @@ static int waiter_join(waiter *w) {
     return w->rc;
 }
 
-/* Wait until w sleeps inside its call; false if it returned or never slept. */
-static bool waiter_blocked(waiter *w) {
+/* Wait until w sleeps inside its call; false if it returned or never slept
+ * within `seconds`. */
+static bool waiter_blocked(waiter *w, double seconds) {
     bool ok = TEST_WAIT_UNTIL(atomic_load(&w->done) ||
                                   (atomic_load(&w->tid) != 0 &&
                                    task_in_futex(getpid(), atomic_load(&w->tid))),
-                              SETTLE);
+                              seconds);
     return ok && !atomic_load(&w->done);
 }
 
@@ -357,6 +362,12 @@ static void lock_try_and_timeout(unsigned flags) {
         double t0 = test_now();
         ASSERT_RC(crew_lock_acquire(&l, SHORT), CREW_ETIMEDOUT);
         ASSERT_ELAPSED(test_now() - t0, SHORT);
+    } else {
+        /* Only the holder can release a shared lock, so its own acquire
+         * could never succeed: CREW_EDEADLK at once, whatever the timeout. */
+        ASSERT_RC(crew_lock_acquire(&l, 0), CREW_EDEADLK);
+        ASSERT_RC(crew_lock_acquire(&l, SHORT), CREW_EDEADLK);
+        ASSERT_RC(crew_lock_acquire(&l, CREW_FOREVER), CREW_EDEADLK);
     }
 
     /* Failed acquires left the lock as it was: held, and free after one
@@ -381,7 +392,7 @@ static void lock_release_wakes_waiter(unsigned flags) {
         ASSERT_RC(crew_lock_acquire(&l, CREW_FOREVER), 0);
         waiter_start(&w, op_lock_acquire_release, &l, timeouts[i]);
         /* Not required, but makes the waiter take the sleeping path. */
-        (void)waiter_blocked(&w);
+        (void)waiter_blocked(&w, SOFT_SETTLE);
         bool returned_early = atomic_load(&w.done);
         ASSERT_RC(crew_lock_release(&l), 0);
         ASSERT_RC(waiter_join(&w), 0);
@@ -692,7 +703,7 @@ static void rlock_blocked_waiter(unsigned flags) {
     ASSERT_RC(crew_rlock_acquire(&r, CREW_FOREVER), 0);
     ASSERT_RC(crew_rlock_acquire(&r, CREW_FOREVER), 0);
     waiter_start(&w, op_rlock_acquire_check_release, &r, LONG_WAIT);
-    (void)waiter_blocked(&w);
+    (void)waiter_blocked(&w, SOFT_SETTLE);
     ASSERT_RC(crew_rlock_release(&r), 0);
     /* One level is still held: the waiter must still be waiting. */
     bool early = TEST_WAIT_UNTIL(atomic_load(&w.done), GRACE);
@@ -853,7 +864,7 @@ static void sem_release_n_wakes(unsigned flags) {
     waiter w[SEM_WAITERS];
     ASSERT_RC(crew_sem_init(&s, 0, flags), 0);
     for (int i = 0; i < SEM_WAITERS; i++) waiter_start(&w[i], op_sem_acquire, &s, LONG_WAIT);
-    for (int i = 0; i < SEM_WAITERS; i++) (void)waiter_blocked(&w[i]);
+    for (int i = 0; i < SEM_WAITERS; i++) (void)waiter_blocked(&w[i], SOFT_SETTLE);
 
 #define SEM_DONE()                                                              \
     ({                                                                          \
@@ -983,7 +994,7 @@ static void sem_destroy_busy(unsigned flags) {
     waiter w;
     ASSERT_RC(crew_sem_init(&s, 0, flags), 0);
     waiter_start(&w, op_sem_acquire, &s, LONG_WAIT);
-    bool blocked = waiter_blocked(&w);
+    bool blocked = waiter_blocked(&w, SETTLE);
     int destroy_rc = blocked ? crew_sem_destroy(&s) : INT_MIN;
     int value = crew_sem_value(&s);
     ASSERT_RC(crew_sem_release(&s, 1), 0);
@@ -1070,7 +1081,9 @@ static void event_set_wakes_all(unsigned flags) {
     for (int i = 0; i < EVENT_WAITERS; i++)
         waiter_start(&w[i], op_event_wait, &e, i % 2 ? CREW_FOREVER : LONG_WAIT);
     int early = 0;
-    for (int i = 0; i < EVENT_WAITERS; i++) early += !waiter_blocked(&w[i]);
+    for (int i = 0; i < EVENT_WAITERS; i++) (void)waiter_blocked(&w[i], SOFT_SETTLE);
+    /* Nobody may return before the set. */
+    for (int i = 0; i < EVENT_WAITERS; i++) early += atomic_load(&w[i].done);
     ASSERT_RC(crew_event_set(&e), 0);
     for (int i = 0; i < EVENT_WAITERS; i++) ASSERT_RC(waiter_join(&w[i]), 0);
     assert_int_equal(early, 0);
@@ -1087,7 +1100,7 @@ static void event_set_then_clear(unsigned flags) {
     ASSERT_RC(crew_event_init(&e, flags), 0);
     for (int i = 0; i < EVENT_WAITERS; i++) waiter_start(&w[i], op_event_wait, &e, 5.0);
     int blocked = 0;
-    for (int i = 0; i < EVENT_WAITERS; i++) blocked += waiter_blocked(&w[i]);
+    for (int i = 0; i < EVENT_WAITERS; i++) blocked += waiter_blocked(&w[i], SETTLE);
     ASSERT_RC(crew_event_set(&e), 0);
     ASSERT_RC(crew_event_clear(&e), 0);
     int rcs[EVENT_WAITERS];
@@ -1150,7 +1163,7 @@ static void event_destroy_busy(unsigned flags) {
     waiter w;
     ASSERT_RC(crew_event_init(&e, flags), 0);
     waiter_start(&w, op_event_wait, &e, LONG_WAIT);
-    bool blocked = waiter_blocked(&w);
+    bool blocked = waiter_blocked(&w, SETTLE);
     int destroy_rc = blocked ? crew_event_destroy(&e) : INT_MIN;
     ASSERT_RC(crew_event_set(&e), 0);
     ASSERT_RC(waiter_join(&w), 0);
@@ -1382,7 +1395,7 @@ static void cond_notify_all(int kind, unsigned flags) {
     cond_waiter w[COND_WAITERS];
     for (int i = 0; i < COND_WAITERS; i++) cond_waiter_start(&w[i], &s);
     bool ready = TEST_WAIT_UNTIL(atomic_load(&s.ready) == COND_WAITERS, SETTLE);
-    /* Notifying with nobody waiting does nothing, here or later. */
+    /* Holding the lock, all of them are inside wait. */
     ASSERT_RC(crew_cond_acquire(&f.cond, LONG_WAIT), 0);
     int woke_before = atomic_load(&s.woke);
     ASSERT_RC(crew_cond_notify_all(&f.cond), 0);
@@ -1393,6 +1406,8 @@ static void cond_notify_all(int kind, unsigned flags) {
     assert_int_equal(woke_before, 0);
     assert_true(all);
 
+    /* Notifying with nobody waiting does nothing, now or later: a timed wait
+     * times out and a new waiter sleeps until the next notify. */
     cond_notify_locked(&f, 0);
     cond_notify_locked(&f, 3);
     ASSERT_RC(crew_cond_acquire(&f.cond, LONG_WAIT), 0);
@@ -1453,7 +1468,7 @@ static void cond_no_stolen_wakeup(int kind, unsigned flags) {
      * waiter does; even so it must not take that waiter's notification. */
     th_start(&lt, late_waiter_main, &l);
     (void)TEST_WAIT_UNTIL(atomic_load(&l.tid) != 0 && task_in_futex(getpid(), atomic_load(&l.tid)),
-                          SETTLE);
+                          SOFT_SETTLE);
     ASSERT_RC(crew_cond_notify(&f.cond, 1), 0);
     ASSERT_RC(crew_cond_release(&f.cond), 0);
     bool early_woke = TEST_WAIT_UNTIL(atomic_load(&s.woke) == 1, SETTLE);
@@ -1699,16 +1714,29 @@ static void cond_unowned(int kind, unsigned flags) {
 }
 COND_VARIANTS(cond_unowned)
 
-/* notify(n) needs n >= 1: notify(0) is refused, as any zero count is. */
+/* notify(0) does nothing (as Python's notify(n=0)): it is no error with the
+ * lock held, CREW_EPERM without it, and it wakes nobody. */
 static void test_cond_notify_zero(void **state) {
     (void)state;
-    crew_cond c;
-    ASSERT_RC(crew_cond_init(&c, NULL, 0), 0);
-    ASSERT_RC(crew_cond_acquire(&c, 0), 0);
-    int rc = crew_cond_notify(&c, 0);
-    ASSERT_RC(crew_cond_release(&c), 0);
-    ASSERT_RC(crew_cond_destroy(&c), 0);
-    ASSERT_RC(rc, CREW_EINVAL);
+    cfix f;
+    cfix_init(&f, K_OWN, 0);
+    ASSERT_RC(crew_cond_notify(&f.cond, 0), CREW_EPERM);
+    cond_shared s = {.f = &f};
+    atomic_init(&s.ready, 0);
+    atomic_init(&s.woke, 0);
+    cond_waiter w;
+    cond_waiter_start(&w, &s);
+    bool ready = TEST_WAIT_UNTIL(atomic_load(&s.ready) == 1, SETTLE);
+    ASSERT_RC(crew_cond_acquire(&f.cond, LONG_WAIT), 0);
+    int rc = crew_cond_notify(&f.cond, 0);
+    ASSERT_RC(crew_cond_release(&f.cond), 0);
+    bool woke = TEST_WAIT_UNTIL(atomic_load(&s.woke) != 0, GRACE);
+    cond_notify_locked(&f, 1);
+    cond_waiter_check(&w);
+    assert_true(ready);
+    ASSERT_RC(rc, 0);
+    assert_false(woke);
+    cfix_destroy(&f);
 }
 
 /* A condition over a re-entrant lock releases every level while it waits and
@@ -2038,7 +2066,7 @@ static void barrier_full_cycle(crew_barrier *b, int parties) {
 
 typedef struct action_ctl {
     _Atomic int calls;
-    _Atomic int fail;
+    _Atomic int fail;          /* what the action returns */
 } action_ctl;
 
 #define ACTION_ERR (-77)
@@ -2046,7 +2074,7 @@ typedef struct action_ctl {
 static int ctl_action(void *arg) {
     action_ctl *a = arg;
     atomic_fetch_add(&a->calls, 1);
-    return atomic_load(&a->fail) ? ACTION_ERR : 0;
+    return atomic_load(&a->fail);
 }
 
 /* A failing action breaks the barrier: its thread gets the action's code, the
@@ -2054,7 +2082,7 @@ static int ctl_action(void *arg) {
 static void barrier_action_fails(unsigned flags) {
     action_ctl ctl;
     atomic_init(&ctl.calls, 0);
-    atomic_init(&ctl.fail, 1);
+    atomic_init(&ctl.fail, ACTION_ERR);
     crew_barrier b;
     crew_barrier_options o = {.action = ctl_action, .arg = &ctl, .flags = flags};
     ASSERT_RC(crew_barrier_init(&b, 3, &o), 0);
@@ -2082,6 +2110,15 @@ static void barrier_action_fails(unsigned flags) {
     atomic_store(&ctl.fail, 0);
     barrier_full_cycle(&b, 3);
     assert_int_equal(atomic_load(&ctl.calls), 2);
+
+    /* A positive return also breaks it, but would read as an index: every
+     * waiter, the action's thread included, gets CREW_EBROKEN. */
+    atomic_store(&ctl.fail, 1);
+    for (int i = 0; i < 3; i++) waiter_start(&w[i], op_barrier_wait, &b, LONG_WAIT);
+    for (int i = 0; i < 3; i++) ASSERT_RC(waiter_join(&w[i]), CREW_EBROKEN);
+    assert_int_equal(atomic_load(&ctl.calls), 3);
+    assert_true(crew_barrier_broken(&b));
+    ASSERT_RC(crew_barrier_reset(&b), 0);
     ASSERT_RC(crew_barrier_destroy(&b), 0);
 }
 FLAG_VARIANTS(barrier_action_fails)
@@ -2182,6 +2219,94 @@ static void barrier_reset(unsigned flags) {
     ASSERT_RC(crew_barrier_destroy(&b), 0);
 }
 FLAG_VARIANTS(barrier_reset)
+
+/* CPython's test_reset and test_abort_and_reset, with BN threads: a reset
+ * (or abort then reset) in the middle of a cycle frees the waiters with
+ * CREW_EBROKEN, and the very next cycle, entered while they are still
+ * leaving, passes for everyone. */
+#define BN 4
+
+typedef struct reset_run {
+    crew_barrier b, b2;
+    _Atomic int passed;        /* the cycle that must break, passed anyway */
+    _Atomic int broken;        /* ... left with CREW_EBROKEN */
+    _Atomic int last;          /* the final cycle, passed */
+    _Atomic int errors;
+    bool abort_first;
+} reset_run;
+
+static void reset_run_error(reset_run *r, int rc) {
+    if (rc < 0 || rc >= BN) atomic_fetch_add(&r->errors, 1);
+}
+
+static void count_second_wait(reset_run *r) {
+    int rc = crew_barrier_wait(&r->b, LONG_WAIT);
+    if (rc == CREW_EBROKEN) atomic_fetch_add(&r->broken, 1);
+    else atomic_fetch_add(&r->passed, 1);
+}
+
+static void *reset_run_main(void *p) {
+    reset_run *r = p;
+    int i = crew_barrier_wait(&r->b, LONG_WAIT);
+    if (!r->abort_first) {
+        reset_run_error(r, i);
+        if (i == BN / 2) {
+            /* Once the others wait in the second cycle, reset it. */
+            if (!TEST_WAIT_UNTIL(crew_barrier_n_waiting(&r->b) == BN - 1, SETTLE))
+                atomic_fetch_add(&r->errors, 1);
+            if (crew_barrier_reset(&r->b) != 0) atomic_fetch_add(&r->errors, 1);
+        } else {
+            count_second_wait(r);
+        }
+    } else {
+        if (i == CREW_EBROKEN) {
+            /* The abort came right after the first cycle completed and reached
+             * this thread before it saw the completion: it leaves broken, as
+             * in CPython (whose test counts one BrokenBarrierError for either
+             * wait). */
+            atomic_fetch_add(&r->broken, 1);
+        } else if (i == BN / 2) {
+            reset_run_error(r, i);
+            if (crew_barrier_abort(&r->b) != 0) atomic_fetch_add(&r->errors, 1);
+        } else {
+            reset_run_error(r, i);
+            count_second_wait(r);
+        }
+        /* Everyone out of b before the reset, nobody back in before it. */
+        int j = crew_barrier_wait(&r->b2, LONG_WAIT);
+        reset_run_error(r, j);
+        if (j == BN / 2 && crew_barrier_reset(&r->b) != 0) atomic_fetch_add(&r->errors, 1);
+        reset_run_error(r, crew_barrier_wait(&r->b2, LONG_WAIT));
+    }
+    int rc = crew_barrier_wait(&r->b, LONG_WAIT);
+    reset_run_error(r, rc);
+    if (rc >= 0) atomic_fetch_add(&r->last, 1);
+    return NULL;
+}
+
+static void barrier_reset_midway(bool abort_first, unsigned flags) {
+    reset_run *r = shm_map(sizeof *r);
+    r->abort_first = abort_first;
+    crew_barrier_options o = {.flags = flags};
+    ASSERT_RC(crew_barrier_init(&r->b, BN, &o), 0);
+    ASSERT_RC(crew_barrier_init(&r->b2, BN, &o), 0);
+    pthread_t t[BN];
+    for (int i = 0; i < BN; i++) th_start(&t[i], reset_run_main, r);
+    for (int i = 0; i < BN; i++) th_join(t[i]);
+    assert_int_equal(atomic_load(&r->errors), 0);
+    assert_int_equal(atomic_load(&r->passed), 0);
+    assert_int_equal(atomic_load(&r->broken), BN - 1);
+    assert_int_equal(atomic_load(&r->last), BN);
+    assert_false(crew_barrier_broken(&r->b));
+    ASSERT_RC(crew_barrier_destroy(&r->b), 0);
+    ASSERT_RC(crew_barrier_destroy(&r->b2), 0);
+    shm_unmap(r, sizeof *r);
+}
+
+static void barrier_reset_in_cycle(unsigned flags) { barrier_reset_midway(false, flags); }
+FLAG_VARIANTS(barrier_reset_in_cycle)
+static void barrier_abort_and_reset(unsigned flags) { barrier_reset_midway(true, flags); }
+FLAG_VARIANTS(barrier_abort_and_reset)
 
 static void barrier_single_party(unsigned flags) {
     action_ctl ctl;
@@ -2426,7 +2551,7 @@ static int child_hold_then_release(void *p) {
     atomic_store(&s->phase, 1);
     CHILD_CHECK(TEST_WAIT_UNTIL(atomic_load(&s->phase) == 2, 60.0));
     pid_t parent = getppid();
-    (void)TEST_WAIT_UNTIL(task_in_futex(parent, parent), SETTLE);
+    (void)TEST_WAIT_UNTIL(task_in_futex(parent, parent), SOFT_SETTLE);
     CHILD_RC(crew_lock_release(&s->lock), 0);
     return 0;
 }
@@ -2645,6 +2770,68 @@ static void shared_cond(bool external_lock) {
     shm_unmap(s, sizeof *s);
 }
 
+/* A shared condition and its lock in one segment that two views map at
+ * different addresses (as a named segment may be in two processes): the
+ * condition finds its lock relative to itself. The child works only through
+ * the second view. */
+typedef struct shm_pair {
+    crew_lock lock;
+    crew_cond cond;
+    int value;                 /* under the lock */
+} shm_pair;
+
+static bool pair_value_set(void *p) { return ((shm_pair *)p)->value != 0; }
+
+static int child_pair_waiter(void *p) {
+    shm_pair *b = p; /* the second view */
+    CHILD_RC(crew_cond_acquire(&b->cond, LONG_WAIT), 0);
+    CHILD_CHECK(crew_lock_locked(&b->lock));
+    CHILD_RC(crew_cond_wait_for(&b->cond, pair_value_set, b, LONG_WAIT), 0);
+    CHILD_CHECK(b->value == 42);
+    b->value = 43;
+    CHILD_RC(crew_cond_notify_all(&b->cond), 0);
+    CHILD_RC(crew_cond_release(&b->cond), 0);
+    return 0;
+}
+
+static bool pair_value_43(void *p) { return ((shm_pair *)p)->value == 43; }
+
+static void test_shared_cond_two_views(void **state) {
+    (void)state;
+    int fd = memfd_create("crew-test-sync", MFD_CLOEXEC);
+    assert_true(fd >= 0);
+    size_t size = 4096;
+    assert_int_equal(ftruncate(fd, (off_t)size), 0);
+    shm_pair *a = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    shm_pair *b = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    assert_true(a != MAP_FAILED && b != MAP_FAILED && a != b);
+    ASSERT_RC(crew_lock_init(&a->lock, CREW_SHARED), 0);
+    ASSERT_RC(crew_cond_init(&a->cond, &a->lock, CREW_SHARED), 0);
+
+    /* In this process already: the condition seen through b uses b's lock,
+     * which is a's. */
+    ASSERT_RC(crew_cond_acquire(&b->cond, 0), 0);
+    assert_true(crew_lock_locked(&a->lock));
+    ASSERT_RC(crew_lock_acquire(&a->lock, 0), CREW_EDEADLK);
+    ASSERT_RC(crew_cond_wait(&b->cond, 0.01), CREW_ETIMEDOUT);
+    ASSERT_RC(crew_cond_release(&b->cond), 0);
+    assert_false(crew_lock_locked(&a->lock));
+
+    pid_t pid = fork_child(child_pair_waiter, b);
+    ASSERT_RC(crew_cond_acquire(&a->cond, LONG_WAIT), 0);
+    a->value = 42;
+    ASSERT_RC(crew_cond_notify_all(&a->cond), 0);
+    int rc = crew_cond_wait_for(&a->cond, pair_value_43, a, LONG_WAIT);
+    ASSERT_RC(crew_cond_release(&a->cond), 0);
+    reap_ok(pid);
+    ASSERT_RC(rc, 0);
+    ASSERT_RC(crew_cond_destroy(&a->cond), 0);
+    ASSERT_RC(crew_lock_destroy(&a->lock), 0);
+    assert_int_equal(munmap(a, size), 0);
+    assert_int_equal(munmap(b, size), 0);
+}
+
 static void test_shared_cond_own_processes(void **state) {
     (void)state;
     shared_cond(false);
@@ -2736,7 +2923,7 @@ typedef struct killer {
 static void *killer_main(void *p) {
     killer *k = p;
     /* Better coverage if the parent is asleep in acquire; not required. */
-    (void)TEST_WAIT_UNTIL(task_in_futex(getpid(), k->main_tid), SETTLE);
+    (void)TEST_WAIT_UNTIL(task_in_futex(getpid(), k->main_tid), SOFT_SETTLE);
     kill(k->victim, SIGKILL);
     return NULL;
 }
@@ -2971,6 +3158,7 @@ static void test_fork_private_rlock_held(void **state) {
 #define TEST_PROCESS_LIMIT 120.0
 
 static bool run_in_child(const struct CMUnitTest *t) {
+    double t0 = test_now();
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0) {
@@ -2980,19 +3168,22 @@ static bool run_in_child(const struct CMUnitTest *t) {
     if (pid == 0) exit(_cmocka_run_group_tests(t->name, t, 1, NULL, NULL) == 0 ? 0 : 1);
     int status = 0;
     pid_t r = 0;
+    bool ok = false;
     if (!TEST_WAIT_UNTIL((r = waitpid(pid, &status, WNOHANG)) != 0, TEST_PROCESS_LIMIT)) {
         kill(pid, SIGKILL);
         waitpid(pid, &status, 0);
         fprintf(stderr, "[  FAILED  ] %s: still running after %.0f s, killed\n", t->name,
                 TEST_PROCESS_LIMIT);
-        return false;
-    }
-    if (r != pid) return false;
-    if (WIFSIGNALED(status)) {
+    } else if (r != pid) {
+        fprintf(stderr, "[  FAILED  ] %s: waitpid: %s\n", t->name, strerror(errno));
+    } else if (WIFSIGNALED(status)) {
         fprintf(stderr, "[  FAILED  ] %s: killed by signal %d\n", t->name, WTERMSIG(status));
-        return false;
+    } else {
+        ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
     }
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    double elapsed = test_now() - t0;
+    if (elapsed > 5.0) printf("[   SLOW   ] %s took %.1f s\n", t->name, elapsed);
+    return ok;
 }
 
 int main(void) {
@@ -3005,6 +3196,7 @@ int main(void) {
         cmocka_unit_test(test_shared_event_processes),
         cmocka_unit_test(test_shared_cond_own_processes),
         cmocka_unit_test(test_shared_cond_lock_processes),
+        cmocka_unit_test(test_shared_cond_two_views),
         cmocka_unit_test(test_shared_barrier_processes),
         cmocka_unit_test(test_shared_barrier_abort),
         cmocka_unit_test(test_owner_death_rlock),
@@ -3063,6 +3255,8 @@ int main(void) {
         BOTH(barrier_timeout),
         BOTH(barrier_abort),
         BOTH(barrier_reset),
+        BOTH(barrier_reset_in_cycle),
+        BOTH(barrier_abort_and_reset),
         BOTH(barrier_single_party),
         BOTH(barrier_action_queries),
         BOTH(barrier_destroy_busy),
