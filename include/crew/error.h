@@ -30,6 +30,9 @@
     XX(EACCES, -EACCES, "permission denied")                                  \
     XX(ESHUTDOWN, -ESHUTDOWN, "shut down")                                    \
     XX(ECHILD, -ECHILD, "no child process")                                   \
+    XX(ECONNREFUSED, -ECONNREFUSED, "connection refused")                     \
+    XX(EADDRINUSE, -EADDRINUSE, "address already in use")                     \
+    XX(EMFILE, -EMFILE, "too many open files")                                \
     XX(ESRCH, -ESRCH, "no such process or thread")                            \
     XX(EBROKEN, -4001, "barrier broken")                                      \
     XX(EFULL, -4002, "queue full")                                            \
