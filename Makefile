@@ -18,7 +18,8 @@ build: deps
 demo: build
 	./build/examples/prime_threads
 
-# The whole suite three times: normal build, ASan+UBSan (gcc), TSan (clang).
+# The whole suite three times: normal build (gcc), ASan+UBSan (clang, which
+# also builds and runs the libFuzzer targets), TSan (clang).
 test: deps
 	$(MAKE) test-normal
 	$(MAKE) test-asan
@@ -29,7 +30,7 @@ test-normal: build
 	cd build && ctest --output-on-failure -j 2
 
 test-asan: deps
-	CC=gcc cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCREW_SANITIZE=address $(CMAKE_FLAGS) >/dev/null
+	CC=clang cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCREW_SANITIZE=address $(CMAKE_FLAGS) >/dev/null
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ctest --output-on-failure -j 2
 
@@ -40,6 +41,8 @@ test-tsan: deps
 
 bench: build
 	./build/bench/bench_sync
+	./build/bench/bench_queue
+	./build/bench/bench_conn
 
 install: build
 	cmake --install build

@@ -8,5 +8,8 @@
 #include "crew/clock.h"
 #include "crew/sync.h"
 #include "crew/thread.h"
+#include "crew/shm.h"
+#include "crew/queue.h"
+#include "crew/conn.h"
 
 #endif

@@ -11,6 +11,8 @@ need=(
   "clang:cmd:clang"
   "pkgconf:cmd:pkg-config"
   "libcmocka-dev:file:/usr/include/cmocka.h"
+  "libsodium-dev:file:/usr/include/sodium.h"
+  "python3:cmd:python3"
   "libclang-rt-dev:glob:/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.tsan-*.a"
   "libomp-dev:glob:/usr/lib/llvm-*/lib/libomp.so"
 )
@@ -35,4 +37,4 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -5,6 +5,8 @@
 
 const char *crew_strerror(int code) {
     switch (code) {
+    case 0:
+        return "success";
 #define CREW__ERR_MSG(name, value, msg) case (value): return msg;
         CREW_ERRNO_MAP(CREW__ERR_MSG)
 #undef CREW__ERR_MSG
@@ -19,6 +21,8 @@ const char *crew_strerror(int code) {
 
 const char *crew_err_name(int code) {
     switch (code) {
+    case 0:
+        return "CREW_OK";
 #define CREW__ERR_NAME(name, value, msg) case (value): return "CREW_" #name;
         CREW_ERRNO_MAP(CREW__ERR_NAME)
 #undef CREW__ERR_NAME

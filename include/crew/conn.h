@@ -74,8 +74,10 @@ CREW_API void crew_listener_close(crew_listener *listener);
 /* Connect to a listener at `path` (Client), waiting up to `timeout` for the
  * connection (room in a full backlog) and the handshake. CREW_ENOENT /
  * CREW_ECONNREFUSED when nobody listens there, CREW_EACCES when the keys
- * differ (or the server expects none, or the file is not accessible),
- * CREW_ETIMEDOUT. Blocks. */
+ * differ or the file is not accessible, CREW_ETIMEDOUT. A client with a key
+ * facing a server without one waits for a challenge that never comes: it
+ * gets CREW_EACCES once the server sends or closes, else CREW_ETIMEDOUT (so
+ * give it a finite timeout). Blocks. */
 CREW_API int crew_conn_connect(crew_conn **out, const char *path, const crew_conn_options *opts,
                                double timeout);
 

@@ -47,11 +47,12 @@ enum crew_errno {
 };
 
 /* A message for a CREW_E* code or any other negative errno value, never
- * NULL; unknown codes give "unknown error". Thread-safe, fork-safe, does not
+ * NULL; 0 gives "success", unknown codes "unknown error". Thread-safe, fork-safe, does not
  * allocate. */
 CREW_API const char *crew_strerror(int code);
 
-/* The code's name, such as "CREW_ETIMEDOUT", or "CREW_UNKNOWN". */
+/* The code's name, such as "CREW_ETIMEDOUT" ("CREW_OK" for 0), or
+ * "CREW_UNKNOWN". */
 CREW_API const char *crew_err_name(int code);
 
 #endif

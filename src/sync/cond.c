@@ -122,7 +122,7 @@ static int cond_restore(crew_cond *cond, uint32_t saved) {
     return rc == CREW_EOWNERDEAD ? rc : 0;
 }
 
-static int cond_wait_dl(crew_cond *cond, const crew__deadline *d) {
+int crew__cond_wait_dl(crew_cond *cond, const crew__deadline *d) {
     bool shared = (cond->_flags & CREW_SHARED) != 0;
     int dead = 0;
     cond->_waiters++;
@@ -153,7 +153,7 @@ int crew_cond_wait(crew_cond *cond, double timeout) {
     crew__deadline d;
     rc = crew__deadline_init(&d, timeout);
     if (rc != 0) return rc;
-    return cond_wait_dl(cond, &d);
+    return crew__cond_wait_dl(cond, &d);
 }
 
 int crew_cond_wait_for(crew_cond *cond, bool (*pred)(void *arg), void *arg, double timeout) {
@@ -165,7 +165,7 @@ int crew_cond_wait_for(crew_cond *cond, bool (*pred)(void *arg), void *arg, doub
     if (rc != 0) return rc;
     int dead = 0;
     while (!pred(arg)) {
-        rc = cond_wait_dl(cond, &d);
+        rc = crew__cond_wait_dl(cond, &d);
         if (rc == CREW_EOWNERDEAD) {
             dead = rc;
         } else if (rc == CREW_ETIMEDOUT) {

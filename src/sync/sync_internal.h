@@ -31,6 +31,10 @@ enum {
 
 /* Acquire with a deadline already computed (no argument checks). */
 int crew__lock_acquire_dl(crew_lock *lock, const crew__deadline *d);
+/* Wait on a condition whose lock the caller holds, until a notify or the
+ * deadline (no argument or ownership checks): crew_cond_wait's core. */
+int crew__cond_wait_dl(crew_cond *cond, const crew__deadline *d);
+
 /* Release by the caller, who must hold it (no argument checks). */
 void crew__lock_release_held(crew_lock *lock);
 
