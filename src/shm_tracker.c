@@ -31,9 +31,10 @@
  * `tracker_mu`, held by the starter). The tracker blocks every signal it can
  * (SIGINT from a terminal, SIGTERM, SIGHUP from a closing session, SIGPIPE),
  * starts its own session, moves to "/", closes every descriptor but its end
- * of the pair, and unmaps the memory it inherited (see drop_mappings) before
- * it says hello: so a program never waits on a descriptor the tracker holds,
- * nor pays for pages it shares with it.
+ * of the pair before it says hello, so a program never waits on a
+ * descriptor the tracker holds. Like any forked child it shares the
+ * program's pages copy-on-write until the program's family ends: pages the
+ * program writes afterwards are copied (see docs/shm.md).
  *
  * Threads of the program. `tracker_mu` serialises starts and restarts; it is
  * held across fork() by an atfork handler, so a child never inherits it
@@ -110,10 +111,9 @@ static _Atomic unsigned tracker_gen;
 #endif
 
 /* Raw system calls, returning -errno on failure as the kernel does. On
- * x86-64 and arm64 they are the instruction itself, so the tracker needs no
- * libc at all and can drop every mapping but its own code and stack (see
- * drop_mappings); elsewhere they go through libc's syscall() and nothing is
- * dropped. */
+ * x86-64 and arm64 they are the instruction itself, so no sanitizer
+ * interceptor runs in the tracker; elsewhere they go through libc's
+ * syscall(). */
 #if defined(__x86_64__)
 #define RAW_SYSCALLS 1
 CHILD_CODE static long sc6(long n, long a, long b, long c, long d, long e, long f) {
@@ -126,11 +126,6 @@ CHILD_CODE static long sc6(long n, long a, long b, long c, long d, long e, long 
                      : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
                      : "rcx", "r11", "memory");
     return ret;
-}
-CHILD_CODE __attribute__((unused)) static uintptr_t thread_pointer(void) {
-    uintptr_t tp;
-    __asm__("mov %%fs:0, %0" : "=r"(tp));
-    return tp;
 }
 #elif defined(__aarch64__)
 #define RAW_SYSCALLS 1
@@ -147,11 +142,6 @@ CHILD_CODE static long sc6(long n, long a, long b, long c, long d, long e, long 
                      : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5)
                      : "memory");
     return x0;
-}
-CHILD_CODE __attribute__((unused)) static uintptr_t thread_pointer(void) {
-    uintptr_t tp;
-    __asm__("mrs %0, tpidr_el0" : "=r"(tp));
-    return tp;
 }
 #else
 #define RAW_SYSCALLS 0
@@ -264,208 +254,12 @@ slow:;
         if (fd != keep) SC1(SYS_close, fd);
 }
 
-/* ------------------------------------------- dropping inherited memory */
-
-/* The tracker is a fork of the program, so it shares every page the program
- * had at that moment, copy-on-write: the heap, the arena, mapped segments.
- * Kept, those would stay allocated for as long as the family lives, however
- * the program later frees or rewrites them. So the tracker unmaps everything
- * but the object file holding its own code (with that file's bss, which
- * follows it directly), the part of its stack it will use, the pages around
- * its thread pointer (the kernel writes to the rseq area glibc registered
- * there, and kills a task whose area is gone), and the kernel's [vdso]-like
- * areas, going by /proc/self/maps. Stack and thread block are kept as
- * windows, not as the whole mapping holding them, because the kernel merges
- * neighbouring anonymous mappings (the main thread's block is often merged
- * with a large malloc'd one). If it cannot read or parse the list, it
- * keeps everything.
- * Not done under ThreadSanitizer, whose function-entry hooks stay even in
- * uninstrumented code and need the runtime's memory. */
-#if RAW_SYSCALLS && !defined(TSAN_BUILD)
-#define DROP_MAPPINGS 1
-#else
-#define DROP_MAPPINGS 0
-#endif
-
-#if DROP_MAPPINGS
-typedef struct region {
-    uintptr_t start, end;
-    uint64_t dev, ino;
-    char path[2];              /* the first two bytes of the path, 0 if none */
-} region;
-
-CHILD_CODE static const char *parse_hex(const char *p, const char *end, uint64_t *v) {
-    uint64_t x = 0;
-    const char *q = p;
-    for (; q < end; q++) {
-        unsigned d;
-        if (*q >= '0' && *q <= '9') d = (unsigned)(*q - '0');
-        else if (*q >= 'a' && *q <= 'f') d = (unsigned)(*q - 'a' + 10);
-        else break;
-        x = x << 4 | d;
-    }
-    *v = x;
-    return q > p ? q : NULL;
-}
-
-/* "start-end perms offset major:minor inode   path" */
-CHILD_CODE static bool parse_region(const char *p, size_t n, region *r) {
-    const char *end = p + n;
-    uint64_t a, b, major, minor;
-    if ((p = parse_hex(p, end, &a)) == NULL || p == end || *p++ != '-') return false;
-    if ((p = parse_hex(p, end, &b)) == NULL || p == end || *p++ != ' ') return false;
-    for (int field = 0; field < 2; field++) { /* perms, offset */
-        while (p < end && *p != ' ') p++;
-        if (p == end) return false;
-        p++;
-    }
-    if ((p = parse_hex(p, end, &major)) == NULL || p == end || *p++ != ':') return false;
-    if ((p = parse_hex(p, end, &minor)) == NULL || p == end || *p++ != ' ') return false;
-    uint64_t ino = 0;
-    const char *digits = p;
-    while (p < end && *p >= '0' && *p <= '9') ino = ino * 10 + (uint64_t)(*p++ - '0');
-    if (p == digits) return false;
-    while (p < end && *p == ' ') p++;
-    r->start = (uintptr_t)a;
-    r->end = (uintptr_t)b;
-    r->dev = major << 32 | minor;
-    r->ino = ino;
-    r->path[0] = p < end ? p[0] : 0;
-    r->path[1] = p + 1 < end ? p[1] : 0;
-    return a < b;
-}
-
-enum { DROP_BATCH = 64 };
-/* Windows kept around the stack and the thread pointer; aligned to 64 KiB,
- * a multiple of every page size Linux uses. */
-#define WINDOW_ALIGN ((uintptr_t)64 << 10)
-
-typedef struct drop_state {
-    uintptr_t code;            /* an address in the file that must stay */
-    uintptr_t keep[2][2];      /* windows that must stay, sorted, disjoint */
-    uint64_t dev, ino;         /* the file holding the code; ino 0: unknown */
-    uintptr_t file_end;        /* end of the last region of that file seen */
-    int pass;                  /* 1: find the code's file; 2: collect */
-    int count;                 /* ranges collected in this scan */
-    bool full;                 /* more to drop than one batch holds */
-    uintptr_t drop[DROP_BATCH][2];
-} drop_state;
-
-CHILD_CODE static void drop_visit(drop_state *st, const region *r) {
-    if (st->pass == 1) {
-        if (r->start <= st->code && st->code < r->end) {
-            st->dev = r->dev;
-            st->ino = r->ino;
-        }
-        return;
-    }
-    if ((r->ino != 0 && r->ino == st->ino && r->dev == st->dev) ||
-        (r->path[0] == 0 && r->start == st->file_end)) { /* our file, its bss */
-        st->file_end = r->end;
-        return;
-    }
-    if (r->path[0] == '[' && r->path[1] == 'v') return; /* [vdso], [vvar], [vsyscall] */
-    /* Drop the region less the windows; a file's mapping (a memfd's
-     * included) holds neither stack nor thread block: drop all of it. */
-    uintptr_t cur = r->start;
-    for (int w = r->path[0] == '/' ? 2 : 0; w <= 2 && cur < r->end; w++) {
-        uintptr_t lo = w < 2 ? st->keep[w][0] : r->end, hi = w < 2 ? st->keep[w][1] : r->end;
-        if (hi <= cur) continue;
-        uintptr_t stop = lo < r->end ? lo : r->end;
-        if (stop > cur) {
-            if (st->count == DROP_BATCH) {
-                st->full = true;
-                return;
-            }
-            st->drop[st->count][0] = cur;
-            st->drop[st->count][1] = stop;
-            st->count++;
-        }
-        cur = hi;
-    }
-}
-
-CHILD_CODE static void window(uintptr_t out[2], uintptr_t at, uintptr_t below, uintptr_t above) {
-    uintptr_t base = at & ~(WINDOW_ALIGN - 1);
-    out[0] = base > below ? base - below : 0;
-    out[1] = base + WINDOW_ALIGN + above;
-}
-
-/* Read /proc/self/maps once, visiting each region. False if it could not be
- * read or a line did not parse. */
-CHILD_CODE static bool drop_scan(drop_state *st) {
-    long fd = SC4(SYS_openat, AT_FDCWD, "/proc/self/maps", O_RDONLY | O_CLOEXEC, 0);
-    if (fd < 0) return false;
-    char chunk[1024], line[128];
-    size_t len = 0;
-    bool ok = true;
-    st->count = 0;
-    st->full = false;
-    st->file_end = 0;
-    for (;;) {
-        long n = SC3(SYS_read, fd, chunk, sizeof chunk);
-        if (n == -EINTR) continue;
-        if (n <= 0) {
-            ok = n == 0 && len == 0;
-            break;
-        }
-        for (long i = 0; i < n; i++) {
-            if (chunk[i] != '\n') {
-                if (len < sizeof line) line[len++] = chunk[i]; /* the fields come first */
-                continue;
-            }
-            region r;
-            if (parse_region(line, len, &r)) drop_visit(st, &r);
-            else ok = false;
-            len = 0;
-        }
-    }
-    SC1(SYS_close, fd);
-    return ok;
-}
-
-CHILD_CODE static void drop_mappings(void) {
-    volatile char here = 0;
-    drop_state st;
-    st.code = (uintptr_t)&drop_mappings;
-    /* The tracker's frames lie within a few KiB of this one; glibc's thread
-     * block within a few KiB of the thread pointer, above it on x86-64 and
-     * below it on arm64. */
-    uintptr_t w[2][2];
-    window(w[0], (uintptr_t)&here, WINDOW_ALIGN, WINDOW_ALIGN);
-    window(w[1], thread_pointer(), WINDOW_ALIGN, WINDOW_ALIGN);
-    int lo = w[0][0] <= w[1][0] ? 0 : 1;
-    st.keep[0][0] = w[lo][0];
-    st.keep[0][1] = w[lo][1];
-    st.keep[1][0] = w[1 - lo][0];
-    st.keep[1][1] = w[1 - lo][1];
-    if (st.keep[1][0] < st.keep[0][1]) { /* overlapping: one window */
-        if (st.keep[1][1] > st.keep[0][1]) st.keep[0][1] = st.keep[1][1];
-        st.keep[1][0] = st.keep[1][1] = st.keep[0][1];
-    }
-    st.ino = 0;
-    st.pass = 1;
-    if (!drop_scan(&st) || st.ino == 0) return;
-    st.pass = 2;
-    /* Collect a batch, unmap it, look again: the list is never changed
-     * while it is being read. */
-    for (int round = 0; round < 256; round++) {
-        if (!drop_scan(&st)) return;
-        for (int i = 0; i < st.count; i++) SC2(SYS_munmap, st.drop[i][0], st.drop[i][1] - st.drop[i][0]);
-        if (!st.full) return;
-    }
-}
-#else
-CHILD_CODE static void drop_mappings(void) {}
-#endif
-
 CHILD_CODE static _Noreturn void tracker_main(int sock) {
     uint64_t all = ~(uint64_t)0; /* the kernel's sigset: 64 bits */
     SC4(SYS_rt_sigprocmask, SIG_SETMASK, &all, 0, sizeof all);
     SC0(SYS_setsid);
     SC1(SYS_chdir, "/");
     close_all_but(sock);
-    drop_mappings();
     SC5(SYS_prctl, PR_SET_NAME, "crew-shm-track", 0, 0, 0);
 
     /* Hello: our pid, once nothing of the program's is held any more. */
