@@ -51,7 +51,10 @@
 #include "crew/error.h"
 #include "crew/shm.h"
 #include "shm_internal.h"
-#include "test_util.h"
+
+/* How long one test process may run before the runner kills it. */
+#define TEST_PROCESS_LIMIT 100.0
+#include "test_harness.h"
 
 /* How long a name may take to disappear, or a process to end, after the
  * event that should cause it. */
@@ -62,88 +65,7 @@
 /* The runner's pid: the prefix of every segment name a test makes. */
 static pid_t g_runner;
 
-/* ------------------------------------------------------------ assertions */
-
-#define ASSERT_RC(expr, want)                                                   \
-    do {                                                                        \
-        int rc_ = (expr);                                                       \
-        int want_ = (want);                                                     \
-        if (rc_ != want_) {                                                     \
-            print_error("%s returned %d (%s), expected %d (%s)\n", #expr, rc_,  \
-                        crew_err_name(rc_), want_, crew_err_name(want_));       \
-            fail();                                                             \
-        }                                                                       \
-    } while (0)
-
-/* The same in a forked child, which reports through its exit status. */
-#define CHILD_CHECK(cond)                                                       \
-    do {                                                                        \
-        if (!(cond)) {                                                          \
-            fprintf(stderr, "child %d, %s:%d: check failed: %s\n", (int)getpid(), \
-                    __FILE__, __LINE__, #cond);                                 \
-            return 1;                                                           \
-        }                                                                       \
-    } while (0)
-
-#define CHILD_RC(expr, want)                                                    \
-    do {                                                                        \
-        int rc_ = (expr);                                                       \
-        int want_ = (want);                                                     \
-        if (rc_ != want_) {                                                     \
-            fprintf(stderr, "child %d, %s:%d: %s returned %d (%s), expected %d (%s)\n", \
-                    (int)getpid(), __FILE__, __LINE__, #expr, rc_,              \
-                    crew_err_name(rc_), want_, crew_err_name(want_));           \
-            return 1;                                                           \
-        }                                                                       \
-    } while (0)
-
 /* ------------------------------------------------------ processes, names */
-
-typedef int (*child_fn)(void *arg);
-
-static pid_t fork_child(child_fn fn, void *arg) {
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) {
-        print_error("fork: %s\n", strerror(errno));
-        fail();
-    }
-    if (pid == 0) _exit(fn(arg));
-    return pid;
-}
-
-/* Reap `pid` (killing it if it hangs) and return its wait status. */
-static int reap(pid_t pid) {
-    int status = 0;
-    pid_t r = 0;
-    bool ok = TEST_WAIT_UNTIL((r = waitpid(pid, &status, WNOHANG)) != 0, 90.0);
-    if (!ok) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        print_error("child %d did not finish within 90 s\n", (int)pid);
-        fail();
-    }
-    if (r != pid) {
-        print_error("waitpid(%d): %s\n", (int)pid, strerror(errno));
-        fail();
-    }
-    return status;
-}
-
-static void reap_status(pid_t pid, int want) {
-    int st = reap(pid);
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != want) {
-        if (WIFEXITED(st))
-            print_error("child %d exited with status %d, expected %d\n", (int)pid, WEXITSTATUS(st),
-                        want);
-        else
-            print_error("child %d was killed by signal %d\n", (int)pid,
-                        WIFSIGNALED(st) ? WTERMSIG(st) : -1);
-        fail();
-    }
-}
-
-static void reap_ok(pid_t pid) { reap_status(pid, 0); }
 
 /* Run fn in a fresh child process and expect it to succeed: for tests that
  * need an arena set up in a particular way (setup is once per process). */
@@ -1397,36 +1319,6 @@ static void test_tracker_small_stack(void **state) {
 
 /* ================================================================== main */
 
-/* Run each test in a child process of its own (as test_sync does), so each
- * starts without an arena or a tracker, and a hang is killed and reported.
- * CREW_TEST_FILTER=pattern runs only the tests whose name matches. */
-#define TEST_PROCESS_LIMIT 100.0
-
-static bool run_in_child(const struct CMUnitTest *t) {
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) {
-        fprintf(stderr, "fork: %s\n", strerror(errno));
-        return false;
-    }
-    if (pid == 0) exit(_cmocka_run_group_tests(t->name, t, 1, NULL, NULL) == 0 ? 0 : 1);
-    int status = 0;
-    pid_t r = 0;
-    if (!TEST_WAIT_UNTIL((r = waitpid(pid, &status, WNOHANG)) != 0, TEST_PROCESS_LIMIT)) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        fprintf(stderr, "[  FAILED  ] %s: still running after %.0f s, killed\n", t->name,
-                TEST_PROCESS_LIMIT);
-        return false;
-    }
-    if (r != pid) return false;
-    if (WIFSIGNALED(status)) {
-        fprintf(stderr, "[  FAILED  ] %s: killed by signal %d\n", t->name, WTERMSIG(status));
-        return false;
-    }
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
-
 /* Names of this run still in /dev/shm; prints them. */
 static int leftover_names(bool print) {
     char prefix[64];
@@ -1443,6 +1335,15 @@ static int leftover_names(bool print) {
     return count;
 }
 
+/* Trackers of the tests' families may still be at work: give them time. */
+static bool no_leftover_names(void) {
+    if (TEST_WAIT_UNTIL(leftover_names(false) == 0, GONE_WAIT)) return true;
+    leftover_names(true);
+    return false;
+}
+
+/* Each test runs in a process of its own (see test_run_forked_check), so
+ * each starts without an arena or a tracker. */
 int main(void) {
     g_runner = getpid();
     const struct CMUnitTest tests[] = {
@@ -1476,22 +1377,6 @@ int main(void) {
         cmocka_unit_test(test_tracker_threads),
         cmocka_unit_test(test_tracker_small_stack),
     };
-    const size_t n = sizeof tests / sizeof tests[0];
-    const char *filter = getenv("CREW_TEST_FILTER");
-    if (filter != NULL && *filter == '\0') filter = NULL;
-    size_t ran = 0, failed = 0;
-    const char *failures[sizeof tests / sizeof tests[0] + 1];
-    for (size_t i = 0; i < n; i++) {
-        if (filter != NULL && fnmatch(filter, tests[i].name, 0) != 0) continue;
-        ran++;
-        if (!run_in_child(&tests[i])) failures[failed++] = tests[i].name;
-    }
-    /* Trackers of the tests' families may still be at work: give them time. */
-    if (!TEST_WAIT_UNTIL(leftover_names(false) == 0, GONE_WAIT)) {
-        leftover_names(true);
-        failures[failed++] = "no segment left behind";
-    }
-    printf("[==========] test_shm: %zu test(s) run, %zu failed.\n", ran, failed);
-    for (size_t i = 0; i < failed; i++) printf("[  FAILED  ] %s\n", failures[i]);
-    return failed == 0 && ran > 0 ? 0 : 1;
+    return test_run_forked_check("test_shm", tests, sizeof tests / sizeof tests[0],
+                                 "no segment left behind", no_leftover_names);
 }

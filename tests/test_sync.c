@@ -54,131 +54,19 @@
 #include "crew/clock.h"
 #include "crew/error.h"
 #include "crew/sync.h"
-#include "test_util.h"
 
-/* A wait that should succeed gets this long before it counts as a hang. */
-#define LONG_WAIT 30.0
-/* How long the main thread polls for helpers to reach a state. */
-#define SETTLE 20.0
+/* How long one test process may run before the runner kills it. */
+#define TEST_PROCESS_LIMIT 120.0
+#include "test_harness.h"
+
 /* How long it looks for a helper asleep in futex() where that only makes
  * the test take the sleeping path more often (the implementation may poll
  * instead, as the shared lock does under ThreadSanitizer). */
 #define SOFT_SETTLE 1.0
 /* How long a negative check (nobody else wakes) keeps looking. */
 #define GRACE 0.1
-/* A timed-out call may return this much before its timeout (clock reads) and
- * this much after it (a loaded 2-core machine, sanitizers). */
-#define TIME_EPS 0.002
-#define TIME_SLACK 2.0
-/* The timeout used where a call is expected to time out. */
-#define SHORT 0.1
 
-/* ------------------------------------------------------------ assertions */
-
-/* Compare a return code, printing both codes by name on failure. */
-#define ASSERT_RC(expr, want)                                                   \
-    do {                                                                        \
-        int rc_ = (expr);                                                       \
-        int want_ = (want);                                                     \
-        if (rc_ != want_) {                                                     \
-            print_error("%s returned %d (%s), expected %d (%s)\n", #expr, rc_,  \
-                        crew_err_name(rc_), want_, crew_err_name(want_));       \
-            fail();                                                             \
-        }                                                                       \
-    } while (0)
-
-static void check_elapsed(double elapsed, double timeout, const char *file, int line) {
-    if (elapsed < timeout - TIME_EPS || elapsed > timeout + TIME_SLACK) {
-        print_error("waited %.6f s for a %.3f s timeout\n", elapsed, timeout);
-        _fail(file, line);
-    }
-}
-#define ASSERT_ELAPSED(elapsed, timeout) check_elapsed((elapsed), (timeout), __FILE__, __LINE__)
-
-/* The same in a forked child, which reports through its exit status. */
-#define CHILD_CHECK(cond)                                                       \
-    do {                                                                        \
-        if (!(cond)) {                                                          \
-            fprintf(stderr, "child %d, %s:%d: check failed: %s\n", (int)getpid(), \
-                    __FILE__, __LINE__, #cond);                                 \
-            return 1;                                                           \
-        }                                                                       \
-    } while (0)
-
-#define CHILD_RC(expr, want)                                                    \
-    do {                                                                        \
-        int rc_ = (expr);                                                       \
-        int want_ = (want);                                                     \
-        if (rc_ != want_) {                                                     \
-            fprintf(stderr, "child %d, %s:%d: %s returned %d (%s), expected %d (%s)\n", \
-                    (int)getpid(), __FILE__, __LINE__, #expr, rc_,              \
-                    crew_err_name(rc_), want_, crew_err_name(want_));           \
-            return 1;                                                           \
-        }                                                                       \
-    } while (0)
-
-/* ------------------------------------------------------- threads, /proc */
-
-static int my_tid(void) { return (int)syscall(SYS_gettid); }
-
-static void th_start(pthread_t *t, void *(*fn)(void *), void *arg) {
-    int rc = pthread_create(t, NULL, fn, arg);
-    if (rc != 0) {
-        print_error("pthread_create: %s\n", strerror(rc));
-        fail();
-    }
-}
-
-/* Join with a deadline: a helper stuck in a call is a hang, and its stack
- * frame may still be in use, so stop the program rather than go on. */
-static void th_join(pthread_t t) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 90;
-    int rc = pthread_timedjoin_np(t, NULL, &ts);
-    if (rc != 0) {
-        print_error("a helper thread did not finish within 90 s (%s): a call hangs\n",
-                    strerror(rc));
-        abort();
-    }
-}
-
-static bool read_small(const char *path, char *buf, size_t size) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return false;
-    ssize_t n = read(fd, buf, size - 1);
-    close(fd);
-    if (n <= 0) return false;
-    buf[n] = '\0';
-    return true;
-}
-
-/* Whether thread `tid` of process `pid` is asleep in futex(). Where /proc
- * does not show the system call, being asleep has to do. */
-static bool task_in_futex_once(int pid, int tid) {
-    char path[96], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/task/%d/stat", pid, tid);
-    if (!read_small(path, buf, sizeof buf)) return false;
-    const char *p = strrchr(buf, ')');
-    if (p == NULL || p[1] != ' ' || p[2] != 'S') return false;
-    snprintf(path, sizeof path, "/proc/%d/task/%d/syscall", pid, tid);
-    if (!read_small(path, buf, sizeof buf)) return true;
-    if (buf[0] < '0' || buf[0] > '9') return false;
-    long nr = strtol(buf, NULL, 10);
-#ifdef SYS_futex_waitv
-    if (nr == SYS_futex_waitv) return true;
-#endif
-    return nr == SYS_futex;
-}
-
-/* Seen in futex() twice, 2 ms apart, so a passing internal lock (the
- * sanitizer runtime's, say) is not taken for the call under test. */
-static bool task_in_futex(int pid, int tid) {
-    if (!task_in_futex_once(pid, tid)) return false;
-    struct timespec ts = {0, 2000000};
-    nanosleep(&ts, NULL);
-    return task_in_futex_once(pid, tid);
-}
+/* --------------------------------------------------------------- helpers */
 
 /* A helper thread making one blocking call. */
 typedef struct waiter waiter;
@@ -225,68 +113,7 @@ static int waiter_join(waiter *w) {
 /* Wait until w sleeps inside its call; false if it returned or never slept
  * within `seconds`. */
 static bool waiter_blocked(waiter *w, double seconds) {
-    bool ok = TEST_WAIT_UNTIL(atomic_load(&w->done) ||
-                                  (atomic_load(&w->tid) != 0 &&
-                                   task_in_futex(getpid(), atomic_load(&w->tid))),
-                              seconds);
-    return ok && !atomic_load(&w->done);
-}
-
-/* ------------------------------------------------------ forked children */
-
-static void *shm_map(size_t size) {
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) {
-        print_error("mmap: %s\n", strerror(errno));
-        fail();
-    }
-    return p;
-}
-
-static void shm_unmap(void *p, size_t size) { assert_int_equal(munmap(p, size), 0); }
-
-typedef int (*child_fn)(void *arg);
-
-/* Fork a child that runs fn(arg) and _exits with its result. */
-static pid_t fork_child(child_fn fn, void *arg) {
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) {
-        print_error("fork: %s\n", strerror(errno));
-        fail();
-    }
-    if (pid == 0) _exit(fn(arg));
-    return pid;
-}
-
-/* Reap `pid` (killing it if it hangs) and return its wait status. */
-static int reap(pid_t pid) {
-    int status = 0;
-    pid_t r = 0;
-    bool ok = TEST_WAIT_UNTIL((r = waitpid(pid, &status, WNOHANG)) != 0, 90.0);
-    if (!ok) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        print_error("child %d did not finish within 90 s\n", (int)pid);
-        fail();
-    }
-    if (r != pid) {
-        print_error("waitpid(%d): %s\n", (int)pid, strerror(errno));
-        fail();
-    }
-    return status;
-}
-
-static void reap_ok(pid_t pid) {
-    int st = reap(pid);
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        if (WIFEXITED(st))
-            print_error("child %d exited with status %d\n", (int)pid, WEXITSTATUS(st));
-        else
-            print_error("child %d was killed by signal %d\n", (int)pid,
-                        WIFSIGNALED(st) ? WTERMSIG(st) : -1);
-        fail();
-    }
+    return thread_blocked(&w->tid, &w->done, seconds);
 }
 
 /* Tests that run once per flag value: name(unsigned flags). */
@@ -3148,44 +2975,7 @@ static void test_fork_private_rlock_held(void **state) {
 
 /* ================================================================== main */
 
-/* Run each test in a child process of its own (as libuv's runner does), so a
- * test that fails while helpers still use its objects, or leaves a robust
- * mutex held on its stack, cannot take the following tests down with it, and
- * a hang is killed and reported. The runner itself starts no thread, so every
- * fork is from a single-threaded process. CREW_TEST_FORK=0 runs the tests in
- * this process instead (for a debugger); CREW_TEST_FILTER=pattern runs only
- * the tests whose name matches (fnmatch wildcards). */
-#define TEST_PROCESS_LIMIT 120.0
-
-static bool run_in_child(const struct CMUnitTest *t) {
-    double t0 = test_now();
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) {
-        fprintf(stderr, "fork: %s\n", strerror(errno));
-        return false;
-    }
-    if (pid == 0) exit(_cmocka_run_group_tests(t->name, t, 1, NULL, NULL) == 0 ? 0 : 1);
-    int status = 0;
-    pid_t r = 0;
-    bool ok = false;
-    if (!TEST_WAIT_UNTIL((r = waitpid(pid, &status, WNOHANG)) != 0, TEST_PROCESS_LIMIT)) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        fprintf(stderr, "[  FAILED  ] %s: still running after %.0f s, killed\n", t->name,
-                TEST_PROCESS_LIMIT);
-    } else if (r != pid) {
-        fprintf(stderr, "[  FAILED  ] %s: waitpid: %s\n", t->name, strerror(errno));
-    } else if (WIFSIGNALED(status)) {
-        fprintf(stderr, "[  FAILED  ] %s: killed by signal %d\n", t->name, WTERMSIG(status));
-    } else {
-        ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-    }
-    double elapsed = test_now() - t0;
-    if (elapsed > 5.0) printf("[   SLOW   ] %s took %.1f s\n", t->name, elapsed);
-    return ok;
-}
-
+/* Each test runs in a process of its own: see test_run_forked. */
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shared_lock_processes),
@@ -3262,22 +3052,5 @@ int main(void) {
         BOTH(barrier_destroy_busy),
         cmocka_unit_test(test_barrier_invalid),
     };
-    const size_t n = sizeof tests / sizeof tests[0];
-    const char *filter = getenv("CREW_TEST_FILTER");
-    if (filter != NULL && *filter == '\0') filter = NULL;
-    const char *fork_env = getenv("CREW_TEST_FORK");
-    if (fork_env != NULL && strcmp(fork_env, "0") == 0) {
-        if (filter != NULL) cmocka_set_test_filter(filter);
-        return cmocka_run_group_tests(tests, NULL, NULL);
-    }
-    size_t ran = 0, failed = 0;
-    const char *failures[sizeof tests / sizeof tests[0]];
-    for (size_t i = 0; i < n; i++) {
-        if (filter != NULL && fnmatch(filter, tests[i].name, 0) != 0) continue;
-        ran++;
-        if (!run_in_child(&tests[i])) failures[failed++] = tests[i].name;
-    }
-    printf("[==========] test_sync: %zu test(s) run, %zu failed.\n", ran, failed);
-    for (size_t i = 0; i < failed; i++) printf("[  FAILED  ] %s\n", failures[i]);
-    return failed == 0 && ran > 0 ? 0 : 1;
+    return test_run_forked("test_sync", tests, sizeof tests / sizeof tests[0]);
 }
