@@ -11,7 +11,12 @@
 CREW__TLS int32_t crew__tid_cache;
 CREW__TLS char crew__thread_anchor;
 
-static void tid_atfork_child(void) { crew__tid_cache = 0; }
+static _Atomic int32_t pid_cache;
+
+static void tid_atfork_child(void) {
+    crew__tid_cache = 0;
+    atomic_store_explicit(&pid_cache, 0, memory_order_relaxed);
+}
 
 static pthread_once_t tid_once = PTHREAD_ONCE_INIT;
 static void tid_register(void) { pthread_atfork(NULL, NULL, tid_atfork_child); }
@@ -20,6 +25,16 @@ int32_t crew__tid_slow(void) {
     pthread_once(&tid_once, tid_register);
     crew__tid_cache = (int32_t)syscall(SYS_gettid);
     return crew__tid_cache;
+}
+
+int32_t crew__pid(void) {
+    int32_t p = atomic_load_explicit(&pid_cache, memory_order_relaxed);
+    if (p == 0) {
+        pthread_once(&tid_once, tid_register);
+        p = (int32_t)getpid();
+        atomic_store_explicit(&pid_cache, p, memory_order_relaxed);
+    }
+    return p;
 }
 
 int crew__smp(void) {

@@ -24,6 +24,10 @@ static inline int32_t crew__tid(void) {
 extern CREW__TLS char crew__thread_anchor;
 static inline uintptr_t crew__thread_key(void) { return (uintptr_t)&crew__thread_anchor; }
 
+/* The calling process's id, cached (glibc no longer caches getpid); the
+ * cache is reset in a forked child. */
+int32_t crew__pid(void);
+
 /* True when the machine has more than one CPU online (spinning pays). */
 int crew__smp(void);
 

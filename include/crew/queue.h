@@ -24,13 +24,20 @@
  * an immediate shutdown also discards what is left, as if task_done'd, and
  * wakes every waiter (join included).
  *
- * A shared queue whose user process dies in the middle of an operation: the
- * queue's lock is robust, every operation commits with one final store, and
- * the next process to take the lock repairs the queue's bookkeeping. So
- * survivors never hang on it and never see a half-written item: an item put
+ * How: a FIFO queue is a lock-free ring (no lock on any path: a put and a
+ * get each claim their slot with compare-and-swap); LIFO and PRIORITY queues
+ * take a robust lock. Sleepers use futexes and are woken only when someone
+ * actually sleeps.
+ *
+ * A shared queue whose user process dies in the middle of an operation:
+ * survivors never hang on it and never see a half-written item. An item put
  * by a process that died is there entirely or not at all; an item taken by a
- * process that died is gone with it. task_done counts of a dead process are
- * lost (a join may then wait for its timeout).
+ * process that died is gone with it. (FIFO: a slot claim records the
+ * claimer's pid, and whoever the slot blocks finishes a dead claimer's step;
+ * LIFO/PRIORITY: the robust lock hands over with CREW_EOWNERDEAD, every
+ * operation commits with one store, and the bookkeeping is repaired.)
+ * task_done counts of a dead process are lost (a join may then wait for its
+ * timeout). A put racing a shutdown may still complete after it.
  *
  * Every call is thread-safe. Fork: a CREW_SHARED queue is shared with the
  * child (that is what it is for); a private queue is copied, and the child's
@@ -58,7 +65,8 @@ typedef int (*crew_queue_compare)(const void *a, const void *b);
 
 typedef struct crew_queue_options {
     size_t item_size;          /* bytes per item, > 0 */
-    size_t capacity;           /* most items held, > 0 (0 = 1024) */
+    size_t capacity;           /* most items held (0 = 1024); FIFO at most
+                                  2^26, the others 2^32 - 2 */
     crew_queue_kind kind;
     crew_queue_compare compare;/* CREW_PRIORITY: NULL orders by the item's first
                                   8 bytes as a signed int64 (the "(priority,
