@@ -1917,7 +1917,11 @@ static void peer_killed_at_random(crew_queue_kind kind) {
             prev = it;
             drained++;
         }
-        assert_int_equal(drained, n);
+        /* A FIFO slot claimed by the killed process counts in size() until a
+         * get gets past it (and finds nothing there): at most one such slot
+         * per killed process. */
+        if (kind == CREW_FIFO) assert_true(drained == n || drained == n - 1);
+        else assert_int_equal(drained, n);
         assert_int_equal(crew_queue_size(q), 0);
 
         /* Conservation: every item the producer saw committed was seen,

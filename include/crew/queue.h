@@ -115,7 +115,9 @@ CREW_API int crew_queue_put(crew_queue *queue, const void *item, double timeout)
  * Blocks. */
 CREW_API int crew_queue_get(crew_queue *queue, void *item, double timeout);
 
-/* Items in the queue now (qsize), and empty/full: snapshots. */
+/* Items in the queue now (qsize), and empty/full: snapshots. After a
+ * process died in the middle of a put or get on a FIFO queue, its slot may
+ * be counted until the next get passes it. */
 CREW_API int crew_queue_size(const crew_queue *queue);
 CREW_API bool crew_queue_empty(const crew_queue *queue);
 CREW_API bool crew_queue_full(const crew_queue *queue);
