@@ -11,5 +11,6 @@
 #include "crew/shm.h"
 #include "crew/queue.h"
 #include "crew/conn.h"
+#include "crew/rng.h"
 
 #endif
