@@ -35,6 +35,8 @@
 #endif
 #endif
 
+#define SHARED_SLICE_NS 1000000000 /* 1 s */
+
 static int robust_timedlock(pthread_mutex_t *m, const crew__deadline *d) {
 #ifdef CREW__TSAN
     for (;;) {
@@ -104,7 +106,13 @@ static int lock_acquire_shared(crew_lock *lock, const crew__deadline *d) {
     if (d->is_try) {
         rc = pthread_mutex_trylock(&lock->_robust);
     } else if (crew__deadline_forever(d)) {
-        rc = pthread_mutex_lock(&lock->_robust);
+        /* In slices: when a holder dies the kernel wakes one sleeper, and if
+         * that one is killed too before it takes the lock, the others could
+         * sleep on a free lock until someone new comes along. */
+        do {
+            crew__deadline slice = {crew__now_ns() + SHARED_SLICE_NS, false};
+            rc = robust_timedlock(&lock->_robust, &slice);
+        } while (rc == ETIMEDOUT);
     } else {
         rc = robust_timedlock(&lock->_robust, d);
     }

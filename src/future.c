@@ -1,0 +1,392 @@
+/* crew_future.
+ *
+ * Each future has a private crew_lock guarding its state, result, callback
+ * list and list of registered waiters; `state` is also atomic so that the
+ * done/running/cancelled snapshots need no lock. `done` (an event) is set
+ * after the future completes, for get().
+ *
+ * Completion (set_result, set_error, cancel) happens once: under the lock it
+ * stores the outcome, moves the state, takes the callback list and notifies
+ * every registered waiter; after the lock it sets `done` and runs the
+ * callbacks in order, in the completing thread.
+ *
+ * Waiting on many (wait, the as_completed iterator) follows CPython: a
+ * `waiter` is registered on every pending future; a completing future calls
+ * waiter_notify() under its own lock, which takes the waiter's lock (so the
+ * lock order is always future, then waiter). The owner of a waiter removes
+ * its registrations, one future lock at a time, before it frees the waiter;
+ * after that no future can reach it.
+ */
+#include "crew/future.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crew/clock.h"
+#include "crew/error.h"
+#include "crew/sync.h"
+#include "deadline.h"
+#include "sync/sync_internal.h"
+
+enum { PENDING, RUNNING, FINISHED, CANCELLED };
+
+typedef struct waiter {
+    crew_lock lock;
+    crew_cond cond;            /* over `lock`: a registered future completed */
+    size_t completed;          /* futures complete (under `lock`) */
+    size_t failed;             /* of which finished with an error */
+    size_t *ready;             /* iterator: indices completed, not yet returned */
+    size_t ready_head, ready_tail;
+} waiter;
+
+typedef struct registration {
+    waiter *w;
+    size_t index;
+    struct registration *next;
+} registration;
+
+typedef struct callback {
+    crew_future_callback cb;
+    void *arg;
+    struct callback *next;
+} callback;
+
+struct crew_future {
+    _Atomic int refs;
+    _Atomic int state;
+    crew_lock lock;            /* guards everything below */
+    crew_event done;           /* set once complete */
+    int error;                 /* FINISHED: 0 or the error code */
+    callback *callbacks, *callbacks_tail;
+    registration *waiters;
+    size_t result_size;
+    unsigned char result[];
+};
+
+static void lock_f(crew_future *f) { crew_lock_acquire(&f->lock, CREW_FOREVER); }
+static void unlock_f(crew_future *f) { crew_lock_release(&f->lock); }
+
+int crew_future_create(crew_future **out, size_t result_size) {
+    if (out == NULL || result_size > ((size_t)1 << 40)) return CREW_EINVAL;
+    crew_future *f = calloc(1, sizeof *f + result_size);
+    if (!f) return CREW_ENOMEM;
+    atomic_init(&f->refs, 1);
+    atomic_init(&f->state, PENDING);
+    crew_lock_init(&f->lock, 0);
+    crew_event_init(&f->done, 0);
+    f->result_size = result_size;
+    *out = f;
+    return 0;
+}
+
+crew_future *crew_future_ref(crew_future *future) {
+    if (future) atomic_fetch_add_explicit(&future->refs, 1, memory_order_relaxed);
+    return future;
+}
+
+void crew_future_free(crew_future *future) {
+    if (!future || atomic_fetch_sub_explicit(&future->refs, 1, memory_order_acq_rel) != 1) return;
+    for (callback *c = future->callbacks; c;) {
+        callback *next = c->next;
+        free(c);
+        c = next;
+    }
+    for (registration *r = future->waiters; r;) {
+        registration *next = r->next;
+        free(r);
+        r = next;
+    }
+    crew_event_destroy(&future->done);
+    crew_lock_destroy(&future->lock);
+    free(future);
+}
+
+/* --------------------------------------------------------------- waiters */
+
+static void waiter_init(waiter *w) {
+    memset(w, 0, sizeof *w);
+    crew_lock_init(&w->lock, 0);
+    crew_cond_init(&w->cond, &w->lock, 0);
+}
+
+static void waiter_destroy(waiter *w) {
+    crew_cond_destroy(&w->cond);
+    crew_lock_destroy(&w->lock);
+}
+
+/* A future this waiter is registered on completed. Called with the future's
+ * lock held. */
+static void waiter_notify(waiter *w, size_t index, bool failed) {
+    crew_lock_acquire(&w->lock, CREW_FOREVER);
+    w->completed++;
+    if (failed) w->failed++;
+    if (w->ready) w->ready[w->ready_tail++] = index;
+    crew_cond_notify_all(&w->cond);
+    crew_lock_release(&w->lock);
+}
+
+/* Register w on f unless f is complete; returns whether f was complete (and
+ * counted in w then). CREW_ENOMEM is reported as -1. */
+static int waiter_add(waiter *w, crew_future *f, size_t index) {
+    int rc = 0;
+    lock_f(f);
+    int state = atomic_load(&f->state);
+    if (state == FINISHED || state == CANCELLED) {
+        crew_lock_acquire(&w->lock, CREW_FOREVER);
+        w->completed++;
+        if (state == FINISHED && f->error != 0) w->failed++;
+        if (w->ready) w->ready[w->ready_tail++] = index;
+        crew_lock_release(&w->lock);
+        rc = 1;
+    } else {
+        registration *r = malloc(sizeof *r);
+        if (!r) {
+            rc = -1;
+        } else {
+            *r = (registration){w, index, f->waiters};
+            f->waiters = r;
+        }
+    }
+    unlock_f(f);
+    return rc;
+}
+
+static void waiter_remove(waiter *w, crew_future *f) {
+    lock_f(f);
+    for (registration **p = &f->waiters; *p; p = &(*p)->next) {
+        if ((*p)->w == w) {
+            registration *r = *p;
+            *p = r->next;
+            free(r);
+            break;
+        }
+    }
+    unlock_f(f);
+}
+
+/* ------------------------------------------------------------ completing */
+
+/* Move a PENDING or RUNNING future (per `from_ok`) to `to`; runs the
+ * completion protocol. CREW_EINVAL if the state does not allow it. */
+static int complete(crew_future *f, int to, int error, const void *result) {
+    lock_f(f);
+    int state = atomic_load(&f->state);
+    if (state == FINISHED || state == CANCELLED || (to == CANCELLED && state != PENDING)) {
+        unlock_f(f);
+        return state == CANCELLED && to == CANCELLED ? 0 : (to == CANCELLED ? CREW_EBUSY : CREW_EINVAL);
+    }
+    if (to == FINISHED) {
+        f->error = error;
+        if (error == 0 && f->result_size) memcpy(f->result, result, f->result_size);
+    }
+    atomic_store(&f->state, to);
+    callback *cbs = f->callbacks;
+    f->callbacks = f->callbacks_tail = NULL;
+    for (registration *r = f->waiters; r; r = r->next) waiter_notify(r->w, r->index, to == FINISHED && error != 0);
+    unlock_f(f);
+    crew_event_set(&f->done);
+    while (cbs) {
+        callback *next = cbs->next;
+        cbs->cb(f, cbs->arg);
+        free(cbs);
+        cbs = next;
+    }
+    return 0;
+}
+
+int crew_future_set_running(crew_future *future) {
+    if (!future) return CREW_EINVAL;
+    lock_f(future);
+    int state = atomic_load(&future->state);
+    int rc = state == PENDING ? 0 : state == CANCELLED ? CREW_ECANCELED : CREW_EINVAL;
+    if (rc == 0) atomic_store(&future->state, RUNNING);
+    unlock_f(future);
+    return rc;
+}
+
+int crew_future_set_result(crew_future *future, const void *result) {
+    if (!future || (result == NULL && future->result_size != 0)) return CREW_EINVAL;
+    return complete(future, FINISHED, 0, result);
+}
+
+int crew_future_set_error(crew_future *future, int code) {
+    if (!future || code >= 0) return CREW_EINVAL;
+    return complete(future, FINISHED, code, NULL);
+}
+
+int crew_future_cancel(crew_future *future) {
+    if (!future) return CREW_EINVAL;
+    return complete(future, CANCELLED, 0, NULL);
+}
+
+/* --------------------------------------------------------------- waiting */
+
+int crew_future_get(crew_future *future, void *result, double timeout) {
+    if (!future) return CREW_EINVAL;
+    int rc = 0;
+    /* The state is complete before `done` is set (after the lock): a future
+     * that done(), wait() or an iterator already reported complete must be
+     * gettable at once. */
+    if (!crew_future_done(future)) rc = crew_event_wait(&future->done, timeout);
+    else if (!(timeout >= 0.0)) rc = CREW_EINVAL;
+    if (rc != 0) return rc;
+    lock_f(future);
+    int state = atomic_load(&future->state);
+    if (state == CANCELLED) {
+        rc = CREW_ECANCELED;
+    } else {
+        rc = future->error;
+        if (rc == 0 && result && future->result_size) memcpy(result, future->result, future->result_size);
+    }
+    unlock_f(future);
+    return rc;
+}
+
+bool crew_future_done(const crew_future *future) {
+    if (!future) return false;
+    int s = atomic_load(&((crew_future *)future)->state);
+    return s == FINISHED || s == CANCELLED;
+}
+
+bool crew_future_running(const crew_future *future) {
+    return future && atomic_load(&((crew_future *)future)->state) == RUNNING;
+}
+
+bool crew_future_cancelled(const crew_future *future) {
+    return future && atomic_load(&((crew_future *)future)->state) == CANCELLED;
+}
+
+int crew_future_add_done_callback(crew_future *future, crew_future_callback cb, void *arg) {
+    if (!future || !cb) return CREW_EINVAL;
+    callback *c = malloc(sizeof *c);
+    if (!c) return CREW_ENOMEM;
+    *c = (callback){cb, arg, NULL};
+    lock_f(future);
+    if (!crew_future_done(future)) {
+        if (future->callbacks_tail) future->callbacks_tail->next = c;
+        else future->callbacks = c;
+        future->callbacks_tail = c;
+        c = NULL;
+    }
+    unlock_f(future);
+    if (c) { /* already complete: run it now */
+        cb(future, arg);
+        free(c);
+    }
+    return 0;
+}
+
+static bool wait_satisfied(const waiter *w, size_t n, crew_future_wait_mode mode) {
+    switch (mode) {
+    case CREW_FIRST_COMPLETED:
+        return w->completed > 0;
+    case CREW_FIRST_EXCEPTION:
+        return w->failed > 0 || w->completed == n;
+    default:
+        return w->completed == n;
+    }
+}
+
+int crew_future_wait(crew_future *const *futures, size_t n, crew_future_wait_mode mode, double timeout) {
+    if (n > 0 && futures == NULL) return CREW_EINVAL;
+    if (mode != CREW_ALL_COMPLETED && mode != CREW_FIRST_COMPLETED && mode != CREW_FIRST_EXCEPTION)
+        return CREW_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (futures[i] == NULL) return CREW_EINVAL;
+    crew__deadline d;
+    int rc = crew__deadline_init(&d, timeout);
+    if (rc != 0) return rc;
+    if (n == 0) return 0;
+    waiter w;
+    waiter_init(&w);
+    size_t added = 0;
+    for (; added < n; added++) {
+        if (waiter_add(&w, futures[added], added) < 0) {
+            rc = CREW_ENOMEM;
+            break;
+        }
+    }
+    if (rc == 0) {
+        crew_lock_acquire(&w.lock, CREW_FOREVER);
+        while (!wait_satisfied(&w, n, mode)) {
+            if (d.is_try || crew__cond_wait_dl(&w.cond, &d) == CREW_ETIMEDOUT) {
+                if (!wait_satisfied(&w, n, mode)) rc = CREW_ETIMEDOUT;
+                break;
+            }
+        }
+        crew_lock_release(&w.lock);
+    }
+    for (size_t i = 0; i < added; i++) waiter_remove(&w, futures[i]);
+    waiter_destroy(&w);
+    if (rc != 0) return rc;
+    size_t done = 0;
+    for (size_t i = 0; i < n; i++) done += crew_future_done(futures[i]);
+    return done > INT_MAX ? INT_MAX : (int)done;
+}
+
+/* -------------------------------------------------------------- iterator */
+
+struct crew_future_iter {
+    waiter w;
+    size_t n, returned;
+    crew_future **futures;     /* each referenced */
+};
+
+void crew_future_iter_free(crew_future_iter *it) {
+    if (!it) return;
+    for (size_t i = 0; i < it->n; i++) {
+        waiter_remove(&it->w, it->futures[i]);
+        crew_future_free(it->futures[i]);
+    }
+    waiter_destroy(&it->w);
+    free(it->w.ready);
+    free(it->futures);
+    free(it);
+}
+
+int crew_future_iter_start(crew_future_iter **out, crew_future *const *futures, size_t n) {
+    if (out == NULL || (n > 0 && futures == NULL)) return CREW_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (futures[i] == NULL) return CREW_EINVAL;
+    crew_future_iter *it = calloc(1, sizeof *it);
+    if (!it) return CREW_ENOMEM;
+    waiter_init(&it->w);
+    it->futures = calloc(n ? n : 1, sizeof *it->futures);
+    it->w.ready = calloc(n ? n : 1, sizeof *it->w.ready);
+    if (!it->futures || !it->w.ready) {
+        crew_future_iter_free(it);
+        return CREW_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        it->futures[i] = crew_future_ref(futures[i]);
+        it->n = i + 1;
+        if (waiter_add(&it->w, futures[i], i) < 0) {
+            crew_future_iter_free(it);
+            return CREW_ENOMEM;
+        }
+    }
+    *out = it;
+    return 0;
+}
+
+int crew_future_iter_next(crew_future_iter *it, size_t *index, double timeout) {
+    if (!it || !index) return CREW_EINVAL;
+    crew__deadline d;
+    int rc = crew__deadline_init(&d, timeout);
+    if (rc != 0) return rc;
+    if (it->returned == it->n) return CREW_EOF;
+    crew_lock_acquire(&it->w.lock, CREW_FOREVER);
+    while (it->w.ready_head == it->w.ready_tail) {
+        if (d.is_try || crew__cond_wait_dl(&it->w.cond, &d) == CREW_ETIMEDOUT) {
+            if (it->w.ready_head == it->w.ready_tail) rc = CREW_ETIMEDOUT;
+            break;
+        }
+    }
+    if (rc == 0) {
+        *index = it->w.ready[it->w.ready_head++];
+        it->returned++;
+    }
+    crew_lock_release(&it->w.lock);
+    return rc;
+}
