@@ -41,14 +41,6 @@
 #include "crew/sync.h"
 #include "test_util.h"
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define TEST_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define TEST_SANITIZED 1
-#endif
-#endif
-
 /* Generous bound for "promptly" on a loaded 2-core machine. */
 #define PROMPT 10.0
 #define BIG ((size_t)8 << 20)

@@ -49,14 +49,6 @@
 #define TEST_PROCESS_LIMIT 60.0
 #include "test_harness.h"
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define TEST_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define TEST_SANITIZED 1
-#endif
-#endif
-
 /* A call that must return at once (a completed future, EOF) gets this long
  * on a loaded machine under sanitizers. */
 #define PROMPT 5.0

@@ -31,14 +31,6 @@
 #include "crew/thread.h"
 #include "test_util.h"
 
-#if defined(__SANITIZE_THREAD__)
-#define TEST_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TEST_TSAN 1
-#endif
-#endif
-
 /* Generous bound for "promptly" on a loaded 2-core machine. */
 #define PROMPT 10.0
 

@@ -7,6 +7,24 @@
 #include <stdlib.h>
 #include <time.h>
 
+/* Which sanitizer, if any, the test is built with (gcc says it with
+ * __SANITIZE_*__, clang with __has_feature): TEST_TSAN for ThreadSanitizer,
+ * TEST_SANITIZED for it or AddressSanitizer. */
+#if defined(__SANITIZE_THREAD__)
+#define TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TEST_TSAN 1
+#endif
+#endif
+#if defined(TEST_TSAN) || defined(__SANITIZE_ADDRESS__)
+#define TEST_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_SANITIZED 1
+#endif
+#endif
+
 /* CREW_STRESS_SCALE (default 1): sanitizer runs set it lower. */
 static inline double test_scale(void) {
     const char *s = getenv("CREW_STRESS_SCALE");
