@@ -12,6 +12,7 @@
 #include "crew/queue.h"
 #include "crew/conn.h"
 #include "crew/future.h"
+#include "crew/pool.h"
 #include "crew/rng.h"
 
 #endif

@@ -27,6 +27,7 @@
 #include "crew/error.h"
 #include "crew/sync.h"
 #include "deadline.h"
+#include "future_internal.h"
 #include "sync/sync_internal.h"
 
 enum { PENDING, RUNNING, FINISHED, CANCELLED };
@@ -61,16 +62,25 @@ struct crew_future {
     callback *callbacks, *callbacks_tail;
     registration *waiters;
     size_t result_size;
-    unsigned char result[];
+    _Alignas(max_align_t) unsigned char result[];
 };
+
+CREW__TLS crew__future_help_fn crew__future_helper;
 
 static void lock_f(crew_future *f) { crew_lock_acquire(&f->lock, CREW_FOREVER); }
 static void unlock_f(crew_future *f) { crew_lock_release(&f->lock); }
 
-int crew_future_create(crew_future **out, size_t result_size) {
-    if (out == NULL || result_size > ((size_t)1 << 40)) return CREW_EINVAL;
-    crew_future *f = calloc(1, sizeof *f + result_size);
+static size_t round_up_align(size_t n) {
+    return (n + _Alignof(max_align_t) - 1) & ~(size_t)(_Alignof(max_align_t) - 1);
+}
+
+int crew__future_create_ex(crew_future **out, size_t result_size, size_t extra, void **extra_out) {
+    if (out == NULL || result_size > ((size_t)1 << 40) || extra > ((size_t)1 << 40)) return CREW_EINVAL;
+    size_t rs = round_up_align(result_size);
+    crew_future *f = malloc(sizeof *f + rs + extra);
     if (!f) return CREW_ENOMEM;
+    memset(f, 0, sizeof *f);
+    if (extra_out) *extra_out = f->result + rs;
     atomic_init(&f->refs, 1);
     atomic_init(&f->state, PENDING);
     crew_lock_init(&f->lock, 0);
@@ -79,6 +89,12 @@ int crew_future_create(crew_future **out, size_t result_size) {
     *out = f;
     return 0;
 }
+
+int crew_future_create(crew_future **out, size_t result_size) {
+    return crew__future_create_ex(out, result_size, 0, NULL);
+}
+
+void *crew__future_result(crew_future *future) { return future->result; }
 
 crew_future *crew_future_ref(crew_future *future) {
     if (future) atomic_fetch_add_explicit(&future->refs, 1, memory_order_relaxed);
@@ -178,7 +194,7 @@ static int complete(crew_future *f, int to, int error, const void *result) {
     }
     if (to == FINISHED) {
         f->error = error;
-        if (error == 0 && f->result_size) memcpy(f->result, result, f->result_size);
+        if (error == 0 && f->result_size && result) memcpy(f->result, result, f->result_size);
     }
     atomic_store(&f->state, to);
     callback *cbs = f->callbacks;
@@ -210,6 +226,11 @@ int crew_future_set_result(crew_future *future, const void *result) {
     return complete(future, FINISHED, 0, result);
 }
 
+int crew__future_finish(crew_future *future, int error) {
+    if (atomic_load(&future->state) != RUNNING || error > 0) return CREW_EINVAL;
+    return complete(future, FINISHED, error, NULL);
+}
+
 int crew_future_set_error(crew_future *future, int code) {
     if (!future || code >= 0) return CREW_EINVAL;
     return complete(future, FINISHED, code, NULL);
@@ -222,14 +243,22 @@ int crew_future_cancel(crew_future *future) {
 
 /* --------------------------------------------------------------- waiting */
 
+static bool future_ready(void *arg) { return crew_future_done(arg); }
+
 int crew_future_get(crew_future *future, void *result, double timeout) {
     if (!future) return CREW_EINVAL;
     int rc = 0;
     /* The state is complete before `done` is set (after the lock): a future
      * that done(), wait() or an iterator already reported complete must be
      * gettable at once. */
-    if (!crew_future_done(future)) rc = crew_event_wait(&future->done, timeout);
-    else if (!(timeout >= 0.0)) rc = CREW_EINVAL;
+    if (!(timeout >= 0.0)) return CREW_EINVAL;
+    if (!crew_future_done(future)) {
+        crew__deadline d;
+        if (timeout > 0.0 && crew__future_helper && crew__deadline_init(&d, timeout) == 0)
+            rc = crew__future_helper(future_ready, future, &d);
+        else
+            rc = crew_event_wait(&future->done, timeout);
+    }
     if (rc != 0) return rc;
     lock_f(future);
     int state = atomic_load(&future->state);
@@ -288,6 +317,28 @@ static bool wait_satisfied(const waiter *w, size_t n, crew_future_wait_mode mode
     }
 }
 
+typedef struct wait_pred {
+    waiter *w;
+    size_t n;
+    crew_future_wait_mode mode;
+} wait_pred;
+
+static bool wait_ready(void *arg) {
+    wait_pred *p = arg;
+    crew_lock_acquire(&p->w->lock, CREW_FOREVER);
+    bool ok = wait_satisfied(p->w, p->n, p->mode);
+    crew_lock_release(&p->w->lock);
+    return ok;
+}
+
+static bool iter_ready(void *arg) {
+    waiter *w = arg;
+    crew_lock_acquire(&w->lock, CREW_FOREVER);
+    bool ok = w->ready_head != w->ready_tail;
+    crew_lock_release(&w->lock);
+    return ok;
+}
+
 int crew_future_wait(crew_future *const *futures, size_t n, crew_future_wait_mode mode, double timeout) {
     if (n > 0 && futures == NULL) return CREW_EINVAL;
     if (mode != CREW_ALL_COMPLETED && mode != CREW_FIRST_COMPLETED && mode != CREW_FIRST_EXCEPTION)
@@ -307,7 +358,11 @@ int crew_future_wait(crew_future *const *futures, size_t n, crew_future_wait_mod
             break;
         }
     }
-    if (rc == 0) {
+    if (rc == 0 && crew__future_helper && !d.is_try) {
+        /* A pool worker: run other tasks until the condition holds. */
+        wait_pred p = {&w, n, mode};
+        rc = crew__future_helper(wait_ready, &p, &d);
+    } else if (rc == 0) {
         crew_lock_acquire(&w.lock, CREW_FOREVER);
         while (!wait_satisfied(&w, n, mode)) {
             if (d.is_try || crew__cond_wait_dl(&w.cond, &d) == CREW_ETIMEDOUT) {
@@ -376,6 +431,10 @@ int crew_future_iter_next(crew_future_iter *it, size_t *index, double timeout) {
     int rc = crew__deadline_init(&d, timeout);
     if (rc != 0) return rc;
     if (it->returned == it->n) return CREW_EOF;
+    if (crew__future_helper && !d.is_try) {
+        rc = crew__future_helper(iter_ready, &it->w, &d);
+        if (rc != 0) return rc;
+    }
     crew_lock_acquire(&it->w.lock, CREW_FOREVER);
     while (it->w.ready_head == it->w.ready_tail) {
         if (d.is_try || crew__cond_wait_dl(&it->w.cond, &d) == CREW_ETIMEDOUT) {

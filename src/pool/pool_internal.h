@@ -1,0 +1,167 @@
+/* Internal to the pool module: the pool and worker records, the task
+ * header every kind of work embeds, the scheduler's entry points (sched.c)
+ * and the progress reporter (progress.c). */
+#ifndef CREW_SRC_POOL_INTERNAL_H
+#define CREW_SRC_POOL_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "crew/pool.h"
+#include "crew/sync.h"
+#include "deadline.h"
+#include "pool/deque.h"
+#include "tid.h"
+
+typedef struct crew__worker crew__worker;
+
+/* A unit of work in a deque or the injector. Each kind (a submitted task,
+ * a piece of a loop, an imap chunk) embeds this first and recovers itself
+ * from the pointer. `run` is called exactly once per push, on a worker
+ * (w != NULL) or, for work cancelled by terminate, on the terminating
+ * thread (w == NULL). */
+struct crew__task {
+    void (*run)(crew__task *t, crew__worker *w);
+};
+
+struct crew__worker {
+    crew__deque deque;          /* owner: this worker's thread */
+    crew_pool *pool;
+    size_t id;
+    uint64_t seed;              /* victim choice (xorshift); owner only */
+    pthread_t thread;
+    bool started;               /* thread created (creator only) */
+};
+
+struct crew_pool {
+    size_t nworkers;
+    crew__worker *workers;      /* nworkers of them, each cache-line aligned */
+    int32_t pid;                /* creator; other processes get CREW_ECHILD */
+    bool deques;                /* the workers' deques are initialised */
+
+    /* The injector: work from threads that are not this pool's workers.
+     * inj_lock guards the ring; inj_count mirrors its length for lock-free
+     * "is there work" checks (written under the lock). */
+    crew_lock inj_lock;
+    crew__task **inj_ring;
+    size_t inj_head, inj_len, inj_cap;
+    _Atomic size_t inj_count;
+
+    /* Sleeping. An idle worker announces itself in `sleepers`, looks for
+     * work once more, then waits on `epoch` (a futex word); whoever makes
+     * work or completes something a sleeper may wait for bumps `epoch` and
+     * wakes. `spinning` counts workers still looking for work before they
+     * sleep: while one spins, a new task needs no wake-up. `helpers` counts
+     * sleepers that wait for a completion (a nested join or future), which
+     * every completion wakes. All seq_cst: each side writes its own word,
+     * then reads the other's (the Dekker pattern), so no wake-up is lost. */
+    _Alignas(64) _Atomic uint32_t epoch;
+    _Atomic uint32_t sleepers;
+    _Atomic uint32_t spinning;
+    _Atomic uint32_t helpers;
+
+    /* Lifetime. `active` counts accepted units of outside work (a submit, a
+     * map, a for, an imap chunk) not yet finished; join waits for it to
+     * reach 0 after close. The acceptor increments it and then checks
+     * `closed`; close sets `closed` and then join reads `active`: seq_cst on
+     * both, so a unit is either refused or waited for. `quiet` is a futex
+     * word bumped when active drops to 0 with a joiner waiting. */
+    _Alignas(64) _Atomic size_t active;
+    _Atomic uint32_t quiet;
+    _Atomic uint32_t joiners;
+    _Atomic int closed;
+    _Atomic int terminating;    /* not-started work is cancelled */
+    _Atomic int stop;           /* workers exit when they find no work */
+    crew_lock state_lock;       /* serialises join's final step and imap refills */
+    bool joined;                /* under state_lock */
+
+    _Atomic size_t submitted;   /* submission index counter */
+
+    /* Backpressure (max_pending > 0): `pending` counts outside submissions
+     * not yet started; a full submitter waits on the futex word bp_seq. */
+    size_t max_pending;
+    _Atomic size_t pending;
+    _Atomic uint32_t bp_seq;
+    _Atomic uint32_t bp_waiters;
+
+    /* Start-up: workers report their initializer's outcome. */
+    int (*initializer)(void *);
+    void *initarg;
+    _Atomic uint32_t init_done; /* workers that ran their initializer (futex) */
+    _Atomic int init_rc;        /* the first failure, or 0 */
+    char name[16];
+};
+
+/* ------------------------------------------------------------ sched.c */
+
+/* The calling thread's worker record if it works for `pool`, else NULL. */
+crew__worker *crew__pool_self(const crew_pool *pool);
+
+/* Queue a task: on the caller's own deque when it is one of the pool's
+ * workers, else on the injector; then wake a worker if none is looking.
+ * CREW_ENOMEM when a deque or the injector cannot grow. */
+int crew__pool_push(crew_pool *pool, crew__task *t);
+
+/* Run tasks until ready(arg) holds (0) or the deadline passes
+ * (CREW_ETIMEDOUT): the waiting loop of a worker in a nested wait. */
+int crew__pool_help(crew__worker *w, bool (*ready)(void *), void *arg, const crew__deadline *d);
+
+/* Something a helper may wait for has completed: wake helpers that sleep. */
+void crew__pool_notify(crew_pool *pool);
+
+/* Run one task as the current task of worker w (saving and restoring the
+ * thread's task index). */
+void crew__pool_run(crew__worker *w, crew__task *t);
+
+/* Start the worker threads (pool fields set); 0 or CREW_EAGAIN/ENOMEM. */
+int crew__pool_start_workers(crew_pool *pool);
+/* Wake every sleeper (stop, terminate). */
+void crew__pool_wake_all(crew_pool *pool);
+/* Pop everything from the injector (terminate); returns how many into
+ * *out (malloc'd, caller frees), or 0. */
+size_t crew__pool_drain_injector(crew_pool *pool, crew__task ***out);
+
+/* The task index seen by crew_pool_task_index (SIZE_MAX outside a task). */
+extern CREW__TLS size_t crew__pool_index;
+
+/* A one-shot completion flag that a worker may wait on by helping, and an
+ * outside thread by sleeping on it (the futex word itself). */
+typedef struct crew__latch {
+    _Atomic uint32_t state;     /* 0 unset, 1 set, 2 unset with an outside sleeper */
+} crew__latch;
+
+void crew__latch_set(crew_pool *pool, crew__latch *l);
+/* Wait for the latch: helping when the caller is a worker of pool. */
+void crew__latch_wait(crew_pool *pool, crew__latch *l);
+static inline bool crew__latch_is_set(crew__latch *l) { return atomic_load(&l->state) == 1; }
+
+/* ------------------------------------------------------------- pool.c */
+
+/* Accept a unit of outside work: CREW_ESHUTDOWN after close (unless the
+ * caller is one of the pool's workers, whose work was accepted already),
+ * CREW_ECHILD in another process. On 0 the caller must crew__pool_done it. */
+int crew__pool_accept(crew_pool *pool);
+void crew__pool_done(crew_pool *pool);
+
+/* ---------------------------------------------------------- progress.c */
+
+typedef struct crew__progress {
+    crew_progress_fn fn;
+    void *arg;
+    _Atomic size_t total;
+    _Atomic size_t done;
+    _Atomic int busy;           /* a report is being made */
+    size_t reported;            /* the last done reported (under busy) */
+    bool final_sent;            /* done == total was reported (under busy) */
+} crew__progress;
+
+void crew__progress_init(crew__progress *p, crew_progress_fn fn, void *arg, size_t total);
+/* n more items are done; reports when no other report is being made, and
+ * always the final one (done == total). */
+void crew__progress_add(crew__progress *p, size_t n);
+
+#endif
