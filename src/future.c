@@ -1,8 +1,10 @@
 /* crew_future.
  *
- * Each future has a private crew_lock guarding its state, result, callback
- * list and list of registered waiters; `state` is also atomic so that the
- * done/running/cancelled snapshots need no lock. `done` (an event) is set
+ * Each future has a private crew_lock guarding its result, callback list
+ * and list of registered waiters, and every move to FINISHED or CANCELLED;
+ * `state` is atomic so that the done/running/cancelled snapshots need no
+ * lock, and PENDING -> RUNNING (set_running) is a lock-free CAS that races
+ * only cancel's CAS out of PENDING. `done` (an event) is set
  * after the future completes, for get().
  *
  * Completion (set_result, set_error, cancel) happens once: under the lock it
@@ -188,15 +190,21 @@ static void waiter_remove(waiter *w, crew_future *f) {
 static int complete(crew_future *f, int to, int error, const void *result) {
     lock_f(f);
     int state = atomic_load(&f->state);
-    if (state == FINISHED || state == CANCELLED || (to == CANCELLED && state != PENDING)) {
-        unlock_f(f);
-        return state == CANCELLED && to == CANCELLED ? 0 : (to == CANCELLED ? CREW_EBUSY : CREW_EINVAL);
-    }
-    if (to == FINISHED) {
+    if (to == CANCELLED) {
+        /* Leaving PENDING races set_running, which takes no lock: CAS. */
+        if (state != PENDING || !atomic_compare_exchange_strong(&f->state, &state, CANCELLED)) {
+            unlock_f(f);
+            return state == CANCELLED ? 0 : CREW_EBUSY;
+        }
+    } else {
+        if (state == FINISHED || state == CANCELLED) {
+            unlock_f(f);
+            return CREW_EINVAL;
+        }
         f->error = error;
         if (error == 0 && f->result_size && result) memcpy(f->result, result, f->result_size);
+        atomic_store(&f->state, FINISHED);
     }
-    atomic_store(&f->state, to);
     callback *cbs = f->callbacks;
     f->callbacks = f->callbacks_tail = NULL;
     for (registration *r = f->waiters; r; r = r->next) waiter_notify(r->w, r->index, to == FINISHED && error != 0);
@@ -213,12 +221,11 @@ static int complete(crew_future *f, int to, int error, const void *result) {
 
 int crew_future_set_running(crew_future *future) {
     if (!future) return CREW_EINVAL;
-    lock_f(future);
-    int state = atomic_load(&future->state);
-    int rc = state == PENDING ? 0 : state == CANCELLED ? CREW_ECANCELED : CREW_EINVAL;
-    if (rc == 0) atomic_store(&future->state, RUNNING);
-    unlock_f(future);
-    return rc;
+    /* No lock: PENDING is left only by a CAS (here, or cancel's in
+     * complete), so exactly one of them wins. */
+    int state = PENDING;
+    if (atomic_compare_exchange_strong(&future->state, &state, RUNNING)) return 0;
+    return state == CANCELLED ? CREW_ECANCELED : CREW_EINVAL;
 }
 
 int crew_future_set_result(crew_future *future, const void *result) {

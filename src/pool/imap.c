@@ -14,7 +14,7 @@
  * chunk, so results come out in input order. Unordered: slots are refilled
  * from a free list and returned in the order they became DONE.
  *
- * Each queued slot is one unit of the pool's `active` count, accepted under
+ * Each queued slot is one unit of the pool's accepted work, counted under
  * the pool's state_lock so that a join cannot stop the workers while a
  * refill is queued (a join ends the stream with CREW_ESHUTDOWN instead).
  */
@@ -118,7 +118,7 @@ static bool slot_queue(crew_imap_iter *it, slot *s) {
     crew_lock_acquire(&pool->state_lock, CREW_FOREVER);
     if (pool->joined) rc = CREW_ESHUTDOWN;
     else if (atomic_load(&pool->terminating)) rc = CREW_ECANCELED;
-    else atomic_fetch_add(&pool->active, 1);
+    else crew__pool_count(pool); /* this imap was accepted before any close */
     crew_lock_release(&pool->state_lock);
     if (rc == 0) {
         s->state = SLOT_QUEUED; /* no worker sees s before the push */

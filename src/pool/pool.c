@@ -1,9 +1,9 @@
 /* crew_pool: creation, lifetime (close, terminate, join, free) and submit.
  *
  * Threads involved: the creator, any thread that submits or waits, and the
- * workers (sched.c). Outside work is counted in `active` from acceptance to
- * completion (crew__pool_accept/done); join waits for the count to reach 0
- * after close, then stops the workers. A submitted task lives inside its
+ * workers (sched.c). Work is counted from acceptance to completion
+ * (crew__pool_accept/done); join waits for the counts to agree after close,
+ * then stops the workers. A submitted task lives inside its
  * future's allocation (crew__future_create_ex): the queue holds one
  * reference to the future until the task has run or been cancelled, the
  * caller another.
@@ -27,9 +27,21 @@ static bool foreign(const crew_pool *pool) { return pool->pid != crew__pid(); }
 
 /* ------------------------------------------------------------ accounting */
 
+/* A single writer's counter: a plain increment, published with release. */
+static void bump(_Atomic size_t *c) {
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1, memory_order_release);
+}
+
+void crew__pool_count(crew_pool *pool) {
+    crew__worker *w = crew__pool_self(pool);
+    if (w) bump(&w->accepted);
+    else atomic_fetch_add(&pool->ext_accepted, 1);
+}
+
 int crew__pool_accept(crew_pool *pool) {
     if (foreign(pool)) return CREW_ECHILD;
-    atomic_fetch_add(&pool->active, 1);
+    crew__pool_count(pool);
+    /* A worker's work is part of work accepted already: allowed after close. */
     if (atomic_load(&pool->closed) && !crew__pool_self(pool)) {
         crew__pool_done(pool);
         return CREW_ESHUTDOWN;
@@ -38,10 +50,30 @@ int crew__pool_accept(crew_pool *pool) {
 }
 
 void crew__pool_done(crew_pool *pool) {
-    if (atomic_fetch_sub(&pool->active, 1) == 1 && atomic_load(&pool->joiners) != 0) {
+    crew__worker *w = crew__pool_self(pool);
+    if (w) {
+        bump(&w->completed); /* joiners are woken when w goes idle */
+        return;
+    }
+    atomic_fetch_add(&pool->ext_completed, 1);
+    crew__pool_wake_joiners(pool);
+}
+
+void crew__pool_wake_joiners(crew_pool *pool) {
+    atomic_thread_fence(memory_order_seq_cst); /* the count before the read */
+    if (atomic_load(&pool->joiners) != 0) {
         atomic_fetch_add(&pool->quiet, 1);
         crew__futex_wake(&pool->quiet, INT_MAX, false);
     }
+}
+
+bool crew__pool_quiet(crew_pool *pool) {
+    size_t done = atomic_load(&pool->ext_completed), taken = 0;
+    for (size_t i = 0; i < pool->nworkers; i++) done += atomic_load(&pool->workers[i].completed);
+    atomic_thread_fence(memory_order_seq_cst);
+    for (size_t i = 0; i < pool->nworkers; i++) taken += atomic_load(&pool->workers[i].accepted);
+    taken += atomic_load(&pool->ext_accepted);
+    return done == taken;
 }
 
 /* ---------------------------------------------------------------- create */
@@ -148,11 +180,11 @@ int crew_pool_join(crew_pool *pool, double timeout) {
     atomic_fetch_add(&pool->joiners, 1);
     for (;;) {
         uint32_t q = atomic_load(&pool->quiet);
-        if (atomic_load(&pool->active) == 0) {
+        if (crew__pool_quiet(pool)) {
             /* Stop the workers unless an imap refill (accepted under
              * state_lock) slipped in meanwhile. */
             crew_lock_acquire(&pool->state_lock, CREW_FOREVER);
-            bool quiet = atomic_load(&pool->active) == 0;
+            bool quiet = crew__pool_quiet(pool);
             if (quiet && !pool->joined) {
                 stop_workers(pool);
                 pool->joined = true;
@@ -161,12 +193,15 @@ int crew_pool_join(crew_pool *pool, double timeout) {
             if (quiet) break;
             continue;
         }
-        if (d.is_try || crew__futex_wait(&pool->quiet, q, &d, false) == -ETIMEDOUT) {
-            if (atomic_load(&pool->active) != 0) {
-                rc = CREW_ETIMEDOUT;
-                break;
-            }
+        if (d.is_try || crew__deadline_passed(&d)) {
+            rc = CREW_ETIMEDOUT;
+            break;
         }
+        /* Woken by a worker going idle or an outside completion; the slice
+         * is a safety net, not the mechanism. */
+        crew__deadline slice = {.ns = crew__now_ns() + 50 * 1000 * 1000, .is_try = false};
+        if (slice.ns > d.ns) slice = d;
+        crew__futex_wait(&pool->quiet, q, &slice, false);
     }
     atomic_fetch_sub(&pool->joiners, 1);
     return rc;
@@ -174,6 +209,9 @@ int crew_pool_join(crew_pool *pool, double timeout) {
 
 void crew_pool_free(crew_pool *pool) {
     if (!pool) return;
+    /* From one of the pool's own tasks the workers cannot be joined (one of
+     * them is the caller): a documented misuse, refused by doing nothing. */
+    if (crew__pool_self(pool)) return;
     if (!foreign(pool)) {
         crew_pool_close(pool);
         crew_pool_join(pool, CREW_FOREVER);

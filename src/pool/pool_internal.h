@@ -33,6 +33,8 @@ struct crew__worker {
     crew_pool *pool;
     size_t id;
     uint64_t seed;              /* victim choice (xorshift); owner only */
+    _Atomic size_t accepted;    /* units this worker accepted (owner writes) */
+    _Atomic size_t completed;   /* units this worker completed (owner writes) */
     pthread_t thread;
     bool started;               /* thread created (creator only) */
 };
@@ -64,13 +66,21 @@ struct crew_pool {
     _Atomic uint32_t spinning;
     _Atomic uint32_t helpers;
 
-    /* Lifetime. `active` counts accepted units of outside work (a submit, a
-     * map, a for, an imap chunk) not yet finished; join waits for it to
-     * reach 0 after close. The acceptor increments it and then checks
-     * `closed`; close sets `closed` and then join reads `active`: seq_cst on
-     * both, so a unit is either refused or waited for. `quiet` is a futex
-     * word bumped when active drops to 0 with a joiner waiting. */
-    _Alignas(64) _Atomic size_t active;
+    /* Lifetime. Every accepted unit of work (a submit, a map, a for, an
+     * imap chunk) is counted once when accepted and once when completed, on
+     * the counting thread's own counters: a worker's `accepted`/`completed`
+     * (single writer, no read-modify-write), or the pool's ext_* for other
+     * threads. The pool is quiet when the sums agree, read completed first
+     * (crew__pool_quiet): counters only grow and each completion follows its
+     * acceptance, so equal sums mean that at some instant between the two
+     * reads nothing was outstanding, and after close nothing new can come.
+     * An outside acceptor counts first and then checks `closed`; close sets
+     * `closed` before join reads: seq_cst on both, so a unit is either
+     * refused or waited for. `quiet` is a futex word joiners sleep on;
+     * workers about to sleep and outside completers bump it when
+     * `joiners` is not 0. */
+    _Alignas(64) _Atomic size_t ext_accepted;
+    _Atomic size_t ext_completed;
     _Atomic uint32_t quiet;
     _Atomic uint32_t joiners;
     _Atomic int closed;
@@ -146,6 +156,12 @@ static inline bool crew__latch_is_set(crew__latch *l) { return atomic_load(&l->s
  * CREW_ECHILD in another process. On 0 the caller must crew__pool_done it. */
 int crew__pool_accept(crew_pool *pool);
 void crew__pool_done(crew_pool *pool);
+/* Count an acceptance without checks (an imap refill, under state_lock). */
+void crew__pool_count(crew_pool *pool);
+/* Whether no accepted unit is outstanding (see `ext_accepted`). */
+bool crew__pool_quiet(crew_pool *pool);
+/* Wake joiners if any (a worker about to sleep, an outside completion). */
+void crew__pool_wake_joiners(crew_pool *pool);
 
 /* ---------------------------------------------------------- progress.c */
 

@@ -305,6 +305,7 @@ static void *worker_main(void *arg) {
             continue;
         }
         if (atomic_load(&pool->stop) && !work_visible(pool)) break;
+        crew__pool_wake_joiners(pool); /* idle: the pool may be quiet */
         sleep_once(w, NULL, NULL, NULL);
     }
     crew__future_helper = NULL;
