@@ -1,16 +1,21 @@
 /* crew_future.
  *
- * Each future has a private crew_lock guarding its result, callback list
- * and list of registered waiters, and every move to FINISHED or CANCELLED;
- * `state` is atomic so that the done/running/cancelled snapshots need no
- * lock, and PENDING -> RUNNING (set_running) is a lock-free CAS that races
- * only cancel's CAS out of PENDING. `done` (an event) is set
- * after the future completes, for get().
+ * The state machine lives in one atomic word, `state` (state in the low
+ * byte, WAITING and LISTENERS flags above), and every move is a CAS on it,
+ * so the common life of a future (create, set_running, complete, get, free)
+ * takes no lock:
+ *   PENDING -> RUNNING            set_running
+ *   PENDING -> CANCELLED          cancel (races set_running: one CAS wins)
+ *   PENDING|RUNNING -> COMPLETING a completer claims it, writes the outcome,
+ *   COMPLETING -> FINISHED        then publishes it (release by the CAS)
+ * get() sleeps on the word itself (futex) after setting WAITING; the
+ * completing CAS clears the bit and its author wakes the sleepers.
  *
- * Completion (set_result, set_error, cancel) happens once: under the lock it
- * stores the outcome, moves the state, takes the callback list and notifies
- * every registered waiter; after the lock it sets `done` and runs the
- * callbacks in order, in the completing thread.
+ * A small internal mutex guards the callback list and the registered
+ * waiters. Adding one sets LISTENERS under the mutex, unless the future is
+ * complete (then the caller acts at once); a completion that sees the flag
+ * takes the mutex to collect them, after which it notifies every waiter and
+ * runs the callbacks in order, in the completing thread.
  *
  * Waiting on many (wait, the as_completed iterator) follows CPython: a
  * `waiter` is registered on every pending future; a completing future calls
@@ -22,6 +27,7 @@
 #include "crew/future.h"
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,7 +38,9 @@
 #include "future_internal.h"
 #include "sync/sync_internal.h"
 
-enum { PENDING, RUNNING, FINISHED, CANCELLED };
+/* COMPLETING: a completer has claimed the future and is writing its outcome
+ * (still "running" to everyone else). */
+enum { PENDING, RUNNING, FINISHED, CANCELLED, COMPLETING };
 
 typedef struct waiter {
     crew_lock lock;
@@ -55,45 +63,147 @@ typedef struct callback {
     struct callback *next;
 } callback;
 
+/* `state` holds the state in its low byte, WAITING when a thread sleeps on
+ * it (futex) in get, and LISTENERS once a callback or waiter registration
+ * was added (so that completion takes the mutex only then). */
+#define STATE_MASK 0xffu
+#define WAITING 0x100u
+#define LISTENERS 0x200u
+
 struct crew_future {
     _Atomic int refs;
-    _Atomic int state;
-    crew_lock lock;            /* guards everything below */
-    crew_event done;           /* set once complete */
+    _Atomic uint32_t state;
+    _Atomic uint32_t mutex;    /* crew__mutex: guards everything below */
     int error;                 /* FINISHED: 0 or the error code */
     callback *callbacks, *callbacks_tail;
     registration *waiters;
     size_t result_size;
+    size_t block_size;         /* bytes allocated, this header included */
     _Alignas(max_align_t) unsigned char result[];
 };
 
 CREW__TLS crew__future_help_fn crew__future_helper;
 
-static void lock_f(crew_future *f) { crew_lock_acquire(&f->lock, CREW_FOREVER); }
-static void unlock_f(crew_future *f) { crew_lock_release(&f->lock); }
+static void lock_f(crew_future *f) { crew__mutex_lock(&f->mutex, false); }
+static void unlock_f(crew_future *f) { crew__mutex_unlock(&f->mutex, false); }
+static int state_of(const crew_future *f) {
+    return (int)(atomic_load(&((crew_future *)f)->state) & STATE_MASK);
+}
+
+static bool complete_state(int s) { return s == FINISHED || s == CANCELLED; }
+
+/* Under the mutex: set LISTENERS unless the future is complete; returns
+ * whether it was set (false: complete, so the caller acts at once). */
+static bool mark_listeners(crew_future *f) {
+    uint32_t word = atomic_load(&f->state);
+    for (;;) {
+        if (complete_state((int)(word & STATE_MASK))) return false;
+        if (word & LISTENERS) return true;
+        if (atomic_compare_exchange_weak(&f->state, &word, word | LISTENERS)) return true;
+    }
+}
 
 static size_t round_up_align(size_t n) {
     return (n + _Alignof(max_align_t) - 1) & ~(size_t)(_Alignof(max_align_t) - 1);
 }
 
-int crew__future_create_ex(crew_future **out, size_t result_size, size_t extra, void **extra_out) {
+/* A per-thread cache of future blocks of one size class, so that a pool's
+ * submit-complete-free cycle costs no trip through malloc: blocks up to
+ * BLOCK_SIZE bytes come from and go back to the calling thread's cache (any
+ * thread may free a block another allocated: they are all alike), up to
+ * CACHE_MAX of them; the rest use malloc. A thread's cache is freed when
+ * the thread exits. Off under AddressSanitizer, so that it keeps finding
+ * use-after-free. */
+#define BLOCK_SIZE 192
+#define CACHE_MAX 512
+
+#if defined(__SANITIZE_ADDRESS__)
+#define CREW__FUTURE_CACHE 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CREW__FUTURE_CACHE 0
+#endif
+#endif
+#ifndef CREW__FUTURE_CACHE
+#define CREW__FUTURE_CACHE 1
+#endif
+
+#if CREW__FUTURE_CACHE
+typedef struct block {
+    struct block *next;
+} block;
+
+static CREW__TLS block *cache_head;
+static CREW__TLS unsigned cache_len;
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+
+static void cache_drain(void *unused) {
+    (void)unused;
+    while (cache_head) {
+        block *b = cache_head;
+        cache_head = b->next;
+        free(b);
+    }
+    cache_len = 0;
+}
+
+static void cache_key_create(void) { pthread_key_create(&cache_key, cache_drain); }
+
+static void *block_alloc(size_t size) {
+    if (size <= BLOCK_SIZE && cache_head) {
+        block *b = cache_head;
+        cache_head = b->next;
+        cache_len--;
+        return b;
+    }
+    return malloc(size <= BLOCK_SIZE ? BLOCK_SIZE : size);
+}
+
+static void block_free(void *p, size_t size) {
+    if (size <= BLOCK_SIZE && cache_len < CACHE_MAX) {
+        if (cache_len == 0 && cache_head == NULL) {
+            /* The thread's first cached block: arrange the drain at exit. */
+            pthread_once(&cache_once, cache_key_create);
+            pthread_setspecific(cache_key, (void *)1);
+        }
+        block *b = p;
+        b->next = cache_head;
+        cache_head = b;
+        cache_len++;
+        return;
+    }
+    free(p);
+}
+#else
+static void *block_alloc(size_t size) { return malloc(size); }
+static void block_free(void *p, size_t size) {
+    (void)size;
+    free(p);
+}
+#endif
+
+static size_t block_size(const crew_future *f) { return f->block_size; }
+
+int crew__future_create_ex(crew_future **out, size_t result_size, size_t extra, void **extra_out, int refs) {
     if (out == NULL || result_size > ((size_t)1 << 40) || extra > ((size_t)1 << 40)) return CREW_EINVAL;
     size_t rs = round_up_align(result_size);
-    crew_future *f = malloc(sizeof *f + rs + extra);
+    size_t size = sizeof(crew_future) + rs + extra;
+    crew_future *f = block_alloc(size);
     if (!f) return CREW_ENOMEM;
     memset(f, 0, sizeof *f);
     if (extra_out) *extra_out = f->result + rs;
-    atomic_init(&f->refs, 1);
+    atomic_init(&f->refs, refs);
     atomic_init(&f->state, PENDING);
-    crew_lock_init(&f->lock, 0);
-    crew_event_init(&f->done, 0);
+    atomic_init(&f->mutex, 0);
     f->result_size = result_size;
+    f->block_size = size;
     *out = f;
     return 0;
 }
 
 int crew_future_create(crew_future **out, size_t result_size) {
-    return crew__future_create_ex(out, result_size, 0, NULL);
+    return crew__future_create_ex(out, result_size, 0, NULL, 1);
 }
 
 void *crew__future_result(crew_future *future) { return future->result; }
@@ -115,9 +225,7 @@ void crew_future_free(crew_future *future) {
         free(r);
         r = next;
     }
-    crew_event_destroy(&future->done);
-    crew_lock_destroy(&future->lock);
-    free(future);
+    block_free(future, block_size(future));
 }
 
 /* --------------------------------------------------------------- waiters */
@@ -149,8 +257,8 @@ static void waiter_notify(waiter *w, size_t index, bool failed) {
 static int waiter_add(waiter *w, crew_future *f, size_t index) {
     int rc = 0;
     lock_f(f);
-    int state = atomic_load(&f->state);
-    if (state == FINISHED || state == CANCELLED) {
+    if (!mark_listeners(f)) {
+        int state = state_of(f);
         crew_lock_acquire(&w->lock, CREW_FOREVER);
         w->completed++;
         if (state == FINISHED && f->error != 0) w->failed++;
@@ -187,35 +295,45 @@ static void waiter_remove(waiter *w, crew_future *f) {
 
 /* Move a PENDING or RUNNING future (per `from_ok`) to `to`; runs the
  * completion protocol. CREW_EINVAL if the state does not allow it. */
-static int complete(crew_future *f, int to, int error, const void *result) {
-    lock_f(f);
-    int state = atomic_load(&f->state);
-    if (to == CANCELLED) {
-        /* Leaving PENDING races set_running, which takes no lock: CAS. */
-        if (state != PENDING || !atomic_compare_exchange_strong(&f->state, &state, CANCELLED)) {
-            unlock_f(f);
-            return state == CANCELLED ? 0 : CREW_EBUSY;
-        }
-    } else {
-        if (state == FINISHED || state == CANCELLED) {
-            unlock_f(f);
-            return CREW_EINVAL;
-        }
-        f->error = error;
-        if (error == 0 && f->result_size && result) memcpy(f->result, result, f->result_size);
-        atomic_store(&f->state, FINISHED);
+/* The future has just become complete (old: the state word before): hand
+ * the listeners their notice, wake sleepers in get, run the callbacks. */
+static void completed(crew_future *f, uint32_t old, bool failed) {
+    callback *cbs = NULL;
+    if (old & LISTENERS) {
+        /* Registrations were added under the mutex, before the flag was
+         * seen by the completing CAS: taking the mutex waits for them. */
+        lock_f(f);
+        cbs = f->callbacks;
+        f->callbacks = f->callbacks_tail = NULL;
+        for (registration *r = f->waiters; r; r = r->next) waiter_notify(r->w, r->index, failed);
+        unlock_f(f);
     }
-    callback *cbs = f->callbacks;
-    f->callbacks = f->callbacks_tail = NULL;
-    for (registration *r = f->waiters; r; r = r->next) waiter_notify(r->w, r->index, to == FINISHED && error != 0);
-    unlock_f(f);
-    crew_event_set(&f->done);
+    if (old & WAITING) crew__futex_wake(&f->state, INT_MAX, false);
     while (cbs) {
         callback *next = cbs->next;
         cbs->cb(f, cbs->arg);
         free(cbs);
         cbs = next;
     }
+}
+
+/* Move a PENDING or RUNNING future to FINISHED: claim it (COMPLETING), write
+ * the outcome, publish FINISHED. `result` NULL with error 0: the result is
+ * in place already. CREW_EINVAL if it was complete or being completed. */
+static int finish(crew_future *f, int error, const void *result) {
+    uint32_t word = atomic_load(&f->state);
+    for (;;) {
+        int state = (int)(word & STATE_MASK);
+        if (state != PENDING && state != RUNNING) return CREW_EINVAL;
+        if (atomic_compare_exchange_weak(&f->state, &word, (word & ~STATE_MASK) | COMPLETING)) break;
+    }
+    f->error = error;
+    if (error == 0 && f->result_size && result) memcpy(f->result, result, f->result_size);
+    /* Publishes the outcome; clears WAITING (whose sleepers we wake). */
+    word = atomic_load(&f->state);
+    while (!atomic_compare_exchange_weak(&f->state, &word, (word & ~(STATE_MASK | WAITING)) | FINISHED)) {
+    }
+    completed(f, word, error != 0);
     return 0;
 }
 
@@ -223,75 +341,90 @@ int crew_future_set_running(crew_future *future) {
     if (!future) return CREW_EINVAL;
     /* No lock: PENDING is left only by a CAS (here, or cancel's in
      * complete), so exactly one of them wins. */
-    int state = PENDING;
-    if (atomic_compare_exchange_strong(&future->state, &state, RUNNING)) return 0;
-    return state == CANCELLED ? CREW_ECANCELED : CREW_EINVAL;
+    uint32_t word = atomic_load(&future->state);
+    while ((word & STATE_MASK) == PENDING)
+        if (atomic_compare_exchange_weak(&future->state, &word, (word & ~STATE_MASK) | RUNNING)) return 0;
+    return (word & STATE_MASK) == CANCELLED ? CREW_ECANCELED : CREW_EINVAL;
 }
 
 int crew_future_set_result(crew_future *future, const void *result) {
     if (!future || (result == NULL && future->result_size != 0)) return CREW_EINVAL;
-    return complete(future, FINISHED, 0, result);
+    return finish(future, 0, result);
 }
 
 int crew__future_finish(crew_future *future, int error) {
-    if (atomic_load(&future->state) != RUNNING || error > 0) return CREW_EINVAL;
-    return complete(future, FINISHED, error, NULL);
+    if (state_of(future) != RUNNING || error > 0) return CREW_EINVAL;
+    return finish(future, error, NULL);
 }
 
 int crew_future_set_error(crew_future *future, int code) {
     if (!future || code >= 0) return CREW_EINVAL;
-    return complete(future, FINISHED, code, NULL);
+    return finish(future, code, NULL);
 }
 
 int crew_future_cancel(crew_future *future) {
     if (!future) return CREW_EINVAL;
-    return complete(future, CANCELLED, 0, NULL);
+    /* Only PENDING can be cancelled; it races set_running's CAS only. */
+    uint32_t word = atomic_load(&future->state);
+    for (;;) {
+        int state = (int)(word & STATE_MASK);
+        if (state == CANCELLED) return 0;
+        if (state != PENDING) return CREW_EBUSY;
+        if (atomic_compare_exchange_weak(&future->state, &word, (word & ~(STATE_MASK | WAITING)) | CANCELLED))
+            break;
+    }
+    completed(future, word, false);
+    return 0;
 }
 
 /* --------------------------------------------------------------- waiting */
 
 static bool future_ready(void *arg) { return crew_future_done(arg); }
 
+/* Sleep on the state word until the future completes or d passes. */
+static int sleep_until_done(crew_future *f, const crew__deadline *d) {
+    for (;;) {
+        uint32_t word = atomic_load(&f->state);
+        int state = (int)(word & STATE_MASK);
+        if (state == FINISHED || state == CANCELLED) return 0;
+        if (!(word & WAITING) && !atomic_compare_exchange_weak(&f->state, &word, word | WAITING)) continue;
+        if (crew__futex_wait(&f->state, word | WAITING, d, false) == -ETIMEDOUT && !crew_future_done(f))
+            return CREW_ETIMEDOUT;
+    }
+}
+
 int crew_future_get(crew_future *future, void *result, double timeout) {
     if (!future) return CREW_EINVAL;
     int rc = 0;
-    /* The state is complete before `done` is set (after the lock): a future
-     * that done(), wait() or an iterator already reported complete must be
-     * gettable at once. */
     if (!(timeout >= 0.0)) return CREW_EINVAL;
     if (!crew_future_done(future)) {
         crew__deadline d;
-        if (timeout > 0.0 && crew__future_helper && crew__deadline_init(&d, timeout) == 0)
-            rc = crew__future_helper(future_ready, future, &d);
-        else
-            rc = crew_event_wait(&future->done, timeout);
+        rc = crew__deadline_init(&d, timeout);
+        if (rc != 0) return rc;
+        if (d.is_try) return CREW_ETIMEDOUT;
+        if (crew__future_helper) rc = crew__future_helper(future_ready, future, &d);
+        else rc = sleep_until_done(future, &d);
     }
     if (rc != 0) return rc;
-    lock_f(future);
-    int state = atomic_load(&future->state);
-    if (state == CANCELLED) {
-        rc = CREW_ECANCELED;
-    } else {
-        rc = future->error;
-        if (rc == 0 && result && future->result_size) memcpy(result, future->result, future->result_size);
-    }
-    unlock_f(future);
+    /* No lock: the outcome was written before the state became complete
+     * (the seq_cst CAS in complete), and never changes after. */
+    if (state_of(future) == CANCELLED) return CREW_ECANCELED;
+    rc = future->error;
+    if (rc == 0 && result && future->result_size) memcpy(result, future->result, future->result_size);
     return rc;
 }
 
 bool crew_future_done(const crew_future *future) {
     if (!future) return false;
-    int s = atomic_load(&((crew_future *)future)->state);
+    int s = state_of(future);
     return s == FINISHED || s == CANCELLED;
 }
 
 bool crew_future_running(const crew_future *future) {
-    return future && atomic_load(&((crew_future *)future)->state) == RUNNING;
+    return future && (state_of(future) == RUNNING || state_of(future) == COMPLETING);
 }
 
-bool crew_future_cancelled(const crew_future *future) {
-    return future && atomic_load(&((crew_future *)future)->state) == CANCELLED;
-}
+bool crew_future_cancelled(const crew_future *future) { return future && state_of(future) == CANCELLED; }
 
 int crew_future_add_done_callback(crew_future *future, crew_future_callback cb, void *arg) {
     if (!future || !cb) return CREW_EINVAL;
@@ -299,7 +432,7 @@ int crew_future_add_done_callback(crew_future *future, crew_future_callback cb, 
     if (!c) return CREW_ENOMEM;
     *c = (callback){cb, arg, NULL};
     lock_f(future);
-    if (!crew_future_done(future)) {
+    if (mark_listeners(future)) {
         if (future->callbacks_tail) future->callbacks_tail->next = c;
         else future->callbacks = c;
         future->callbacks_tail = c;

@@ -13,8 +13,9 @@
 #include "tid.h"
 
 /* crew_future_create with `extra` more bytes (max_align_t aligned) in the
- * same allocation, returned in *extra_out; they live as long as the future. */
-int crew__future_create_ex(crew_future **out, size_t result_size, size_t extra, void **extra_out);
+ * same allocation, returned in *extra_out (they live as long as the future),
+ * and `refs` references to start with. */
+int crew__future_create_ex(crew_future **out, size_t result_size, size_t extra, void **extra_out, int refs);
 
 /* Where the result_size bytes of the result live. The completing side may
  * write them while the future is RUNNING, then call crew__future_finish. */

@@ -126,6 +126,11 @@ static inline crew__task *crew__deque_steal(crew__deque *d) {
     return x;
 }
 
+/* Owner: how many tasks the deque holds (a snapshot: thieves may take some). */
+static inline int64_t crew__deque_depth(crew__deque *d) {
+    return atomic_load_explicit(&d->bottom, memory_order_relaxed) - atomic_load_explicit(&d->top, memory_order_relaxed);
+}
+
 /* A snapshot: whether the deque looks non-empty. */
 static inline bool crew__deque_busy(crew__deque *d) {
     return atomic_load_explicit(&d->top, memory_order_seq_cst) <

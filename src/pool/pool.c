@@ -23,6 +23,10 @@
 /* The most workers a pool may have. */
 #define MAX_WORKERS 4096
 
+/* A submit from a worker whose own deque holds this many tasks runs the task
+ * at once instead of queueing it (see crew_pool_submit). */
+#define INLINE_DEPTH 256
+
 static bool foreign(const crew_pool *pool) { return pool->pid != crew__pid(); }
 
 /* ------------------------------------------------------------ accounting */
@@ -104,8 +108,9 @@ int crew_pool_create(crew_pool **out, const crew_pool_options *opts) {
     size_t n = o.workers ? o.workers : (size_t)crew_cpu_count();
     if (n == 0) n = 1;
 
-    crew_pool *pool = calloc(1, sizeof *pool);
+    crew_pool *pool = aligned_alloc(_Alignof(crew_pool), ((sizeof *pool + 63) / 64) * 64);
     if (!pool) return CREW_ENOMEM;
+    memset(pool, 0, sizeof *pool);
     pool->workers = aligned_alloc(64, ((n * sizeof(crew__worker) + 63) / 64) * 64);
     if (!pool->workers) {
         free(pool);
@@ -294,7 +299,8 @@ int crew_pool_submit(crew_pool *pool, const crew_task *task, crew_future **out) 
     }
     crew_future *f;
     submit_task *t;
-    rc = crew__future_create_ex(&f, task->out_size, sizeof *t + task->in_size, (void **)&t);
+    /* Two references: the caller's and the queue's. */
+    rc = crew__future_create_ex(&f, task->out_size, sizeof *t + task->in_size, (void **)&t, 2);
     if (rc != 0) {
         if (hold) pending_release(pool);
         crew__pool_done(pool);
@@ -317,7 +323,15 @@ int crew_pool_submit(crew_pool *pool, const crew_task *task, crew_future **out) 
         memcpy(t->inbuf, task->in, task->in_size);
         t->in = t->inbuf;
     }
-    crew_future_ref(f); /* the queue's */
+    crew__worker *w = crew__pool_self(pool);
+    if (w && crew__deque_depth(&w->deque) >= INLINE_DEPTH) {
+        /* Throttle, as OpenMP runtimes do: with this many tasks already
+         * queued on this worker, another one adds nothing to the parallelism
+         * but memory and a steal; run it now, before submit returns. */
+        submit_run(&t->task, w);
+        *out = f;
+        return 0;
+    }
     rc = crew__pool_push(pool, &t->task);
     if (rc != 0) {
         if (hold) pending_release(pool);

@@ -39,16 +39,24 @@ struct crew__worker {
     bool started;               /* thread created (creator only) */
 };
 
+/* Fields are grouped by who writes them, one group per cache line, so that
+ * the per-task paths (workers reading the flags, outside threads counting
+ * their submissions) do not bounce a line between cores. */
 struct crew_pool {
+    /* Read-mostly: set at creation, or once in the pool's life. */
     size_t nworkers;
     crew__worker *workers;      /* nworkers of them, each cache-line aligned */
     int32_t pid;                /* creator; other processes get CREW_ECHILD */
     bool deques;                /* the workers' deques are initialised */
+    size_t max_pending;
+    _Atomic int closed;
+    _Atomic int terminating;    /* not-started work is cancelled */
+    _Atomic int stop;           /* workers exit when they find no work */
 
     /* The injector: work from threads that are not this pool's workers.
      * inj_lock guards the ring; inj_count mirrors its length for lock-free
      * "is there work" checks (written under the lock). */
-    crew_lock inj_lock;
+    _Alignas(64) crew_lock inj_lock;
     crew__task **inj_ring;
     size_t inj_head, inj_len, inj_cap;
     _Atomic size_t inj_count;
@@ -83,18 +91,15 @@ struct crew_pool {
     _Atomic size_t ext_completed;
     _Atomic uint32_t quiet;
     _Atomic uint32_t joiners;
-    _Atomic int closed;
-    _Atomic int terminating;    /* not-started work is cancelled */
-    _Atomic int stop;           /* workers exit when they find no work */
-    crew_lock state_lock;       /* serialises join's final step and imap refills */
+
+    _Alignas(64) crew_lock state_lock; /* serialises join's final step and imap refills */
     bool joined;                /* under state_lock */
 
-    _Atomic size_t submitted;   /* submission index counter */
+    _Alignas(64) _Atomic size_t submitted; /* submission index counter */
 
     /* Backpressure (max_pending > 0): `pending` counts outside submissions
      * not yet started; a full submitter waits on the futex word bp_seq. */
-    size_t max_pending;
-    _Atomic size_t pending;
+    _Alignas(64) _Atomic size_t pending;
     _Atomic uint32_t bp_seq;
     _Atomic uint32_t bp_waiters;
 

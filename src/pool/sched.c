@@ -226,10 +226,12 @@ static void sleep_once(crew__worker *w, bool (*ready)(void *), void *arg, const 
 }
 
 int crew__pool_help(crew__worker *w, bool (*ready)(void *), void *arg, const crew__deadline *d) {
+    bool woken = false;
     for (;;) {
         if (ready(arg)) return 0;
-        crew__task *t = find_work(w);
+        crew__task *t = woken ? NULL : find_work(w); /* as in worker_main */
         if (!t) t = spin_for_work(w, ready, arg);
+        woken = false;
         if (t) {
             crew__pool_run(w, t);
             continue;
@@ -241,6 +243,7 @@ int crew__pool_help(crew__worker *w, bool (*ready)(void *), void *arg, const cre
         crew__deadline slice = {.ns = crew__now_ns() + 10 * 1000 * 1000, .is_try = false};
         if (slice.ns > d->ns) slice = *d;
         sleep_once(w, ready, arg, &slice);
+        woken = true;
     }
 }
 
@@ -297,9 +300,14 @@ static void *worker_main(void *arg) {
     atomic_fetch_add(&pool->init_done, 1);
     crew__futex_wake(&pool->init_done, INT_MAX, false);
 
+    bool woken = false;
     for (;;) {
-        crew__task *t = find_work(w);
+        /* A worker just woken looks for work as a spinner, so that if it is
+         * the last one looking it wakes another when more work waits (a
+         * burst of submissions wakes workers one after another). */
+        crew__task *t = woken ? NULL : find_work(w);
         if (!t) t = spin_for_work(w, NULL, NULL);
+        woken = false;
         if (t) {
             crew__pool_run(w, t);
             continue;
@@ -307,6 +315,7 @@ static void *worker_main(void *arg) {
         if (atomic_load(&pool->stop) && !work_visible(pool)) break;
         crew__pool_wake_joiners(pool); /* idle: the pool may be quiet */
         sleep_once(w, NULL, NULL, NULL);
+        woken = true;
     }
     crew__future_helper = NULL;
     self = NULL;
