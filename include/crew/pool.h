@@ -55,7 +55,7 @@ typedef enum crew_pool_kind {
 
 /* A task: read *in, write *out (out_size bytes; NULL when out_size is 0),
  * return 0 or a negative error code (which becomes the future's or map's
- * result). */
+ * result; a positive return is reported as CREW_EINVAL). */
 typedef int (*crew_task_fn)(const void *in, void *out, void *ctx);
 
 /* Progress of a map, for, reduce or imap: `done` of `total` items (for/
@@ -148,7 +148,12 @@ typedef struct crew_task {
  * in *out (the caller owns one reference: crew_future_free it), whose
  * result is out_size bytes. CREW_EINVAL, CREW_ENOMEM, CREW_ESHUTDOWN (pool
  * closed). Blocks only while max_pending tasks already wait. Cancel the
- * future to drop the task before it starts. */
+ * future to drop the task before it starts.
+ * Called from one of the pool's own tasks on a worker that already has 256
+ * tasks queued, it runs the task at once and returns it completed (OpenMP
+ * runtimes throttle task creation the same way); so a task must not wait
+ * for its submitter to do something after the submit, except through the
+ * pool (futures, map, ...). */
 CREW_API int crew_pool_submit(crew_pool *pool, const crew_task *task, crew_future **out);
 
 /* -------------------------------------------------------------------- map */
