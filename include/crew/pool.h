@@ -168,7 +168,8 @@ typedef struct crew_map {
     size_t out_size;
     size_t count;
     void *ctx;
-    /* Items per task. 0: automatic (ranges are split adaptively, as
+    /* The smallest piece of work a worker takes: whole chunks only, maybe
+     * several in a row. 0: automatic (the range is split adaptively, as
      * crew_pool_for does, so idle workers always find work). */
     size_t chunk_size;
     crew_progress_fn progress; /* optional; done/total in items */
@@ -259,7 +260,8 @@ typedef struct crew_for {
 } crew_for;
 
 /* Run body over [begin, end) in parallel and return when all of it has run.
- * 0; the body's first error code (the rest is skipped); CREW_ECANCELED if
+ * 0; a failing body's code (of the failed sub-range lowest in the range;
+ * the sub-ranges not yet started are skipped); CREW_ECANCELED if
  * the pool was terminated; CREW_EINVAL, CREW_ESHUTDOWN. Blocks (a worker
  * calling it runs parts of the loop). */
 CREW_API int crew_pool_for(crew_pool *pool, const crew_for *loop);
