@@ -15,6 +15,8 @@ need=(
   "python3:cmd:python3"
   "libclang-rt-dev:glob:/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.tsan-*.a"
   "libomp-dev:glob:/usr/lib/llvm-*/lib/libomp.so"
+  "g++:cmd:g++"
+  "libtbb-dev:file:/usr/include/oneapi/tbb.h"
 )
 
 missing=()

@@ -39,6 +39,7 @@ typedef struct crew__deque {
     _Alignas(64) _Atomic int64_t top;   /* thieves' end */
     _Alignas(64) _Atomic int64_t bottom; /* owner's end */
     _Atomic(crew__deque_buf *) buf;
+    int64_t top_seen;                   /* owner: a past value of top (top only grows) */
 } crew__deque;
 
 #define CREW__DEQUE_ABORT ((crew__task *)1) /* a steal lost a race: retry */
@@ -58,6 +59,7 @@ static inline int crew__deque_init(crew__deque *d) {
     atomic_init(&d->top, 0);
     atomic_init(&d->bottom, 0);
     atomic_init(&d->buf, b);
+    d->top_seen = 0;
     return 0;
 }
 
@@ -73,8 +75,11 @@ static inline void crew__deque_destroy(crew__deque *d) {
 /* Owner only. Returns false when the deque cannot grow (out of memory). */
 static inline bool crew__deque_push(crew__deque *d, crew__task *t) {
     int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
-    int64_t top = atomic_load_explicit(&d->top, memory_order_acquire);
     crew__deque_buf *a = atomic_load_explicit(&d->buf, memory_order_relaxed);
+    /* top only grows, so b - top_seen bounds the size: read the real top
+     * (a cache line thieves write) only when that bound says full. */
+    int64_t top = d->top_seen;
+    if (b - top > a->cap - 1) top = d->top_seen = atomic_load_explicit(&d->top, memory_order_acquire);
     if (b - top > a->cap - 1) {
         crew__deque_buf *g = crew__deque_buf_new(a->cap * 2, a);
         if (!g) return false;
@@ -128,7 +133,10 @@ static inline crew__task *crew__deque_steal(crew__deque *d) {
 
 /* Owner: how many tasks the deque holds (a snapshot: thieves may take some). */
 static inline int64_t crew__deque_depth(crew__deque *d) {
-    return atomic_load_explicit(&d->bottom, memory_order_relaxed) - atomic_load_explicit(&d->top, memory_order_relaxed);
+    int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
+    if (b - d->top_seen < 256) return b - d->top_seen; /* a bound is enough below 256 */
+    d->top_seen = atomic_load_explicit(&d->top, memory_order_relaxed);
+    return b - d->top_seen;
 }
 
 /* A snapshot: whether the deque looks non-empty. */

@@ -193,7 +193,11 @@ void crew__pool_run(crew__worker *w, crew__task *t) {
  * `spinning` meanwhile. ready/arg: a helper's predicate, checked too. */
 static crew__task *spin_for_work(crew__worker *w, bool (*ready)(void *), void *arg) {
     crew_pool *pool = w->pool;
-    atomic_fetch_add(&pool->spinning, 1);
+    /* `spinning` only spares sleepers a wake-up: with none asleep there is
+     * nothing to spare, so a busy pool's spinners leave the shared line
+     * alone. (Counting too little costs an extra wake, never a lost one.) */
+    bool counted = atomic_load_explicit(&pool->sleepers, memory_order_relaxed) != 0;
+    if (counted) atomic_fetch_add(&pool->spinning, 1);
     crew__task *t = NULL;
     for (int i = 0; i < SPIN_ROUNDS && !t; i++) {
         if (ready && ready(arg)) break;
@@ -206,7 +210,7 @@ static crew__task *spin_for_work(crew__worker *w, bool (*ready)(void *), void *a
     }
     /* The last spinner to stop with work found wakes another worker: more
      * work may be queued behind the task it took. */
-    if (atomic_fetch_sub(&pool->spinning, 1) == 1 && t && work_visible(pool) &&
+    if (counted && atomic_fetch_sub(&pool->spinning, 1) == 1 && t && work_visible(pool) &&
         atomic_load(&pool->sleepers) != 0)
         wake(pool, 1);
     return t;
