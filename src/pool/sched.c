@@ -97,18 +97,36 @@ static int injector_push(crew_pool *pool, crew__task *t) {
     return 0;
 }
 
-static crew__task *injector_pop(crew_pool *pool) {
+/* The most tasks a worker moves from the injector at once. */
+enum { INJECTOR_BATCH = 32 };
+
+/* Take work from the injector: one task to run now and, when more wait,
+ * a fair share more (up to INJECTOR_BATCH) onto w's own deque, where the
+ * other workers can still steal them. One lock round trip then serves many
+ * tasks of a burst of outside submissions. */
+static crew__task *injector_pop(crew__worker *w) {
+    crew_pool *pool = w->pool;
     if (atomic_load_explicit(&pool->inj_count, memory_order_relaxed) == 0) return NULL;
-    crew__task *t = NULL;
+    crew__task *batch[INJECTOR_BATCH];
+    size_t n = 0;
     crew_lock_acquire(&pool->inj_lock, CREW_FOREVER);
-    if (pool->inj_len > 0) {
-        t = pool->inj_ring[pool->inj_head];
+    size_t take = pool->inj_len / pool->nworkers + 1;
+    if (take > pool->inj_len) take = pool->inj_len;
+    if (take > INJECTOR_BATCH) take = INJECTOR_BATCH;
+    for (; n < take; n++) {
+        batch[n] = pool->inj_ring[pool->inj_head];
         pool->inj_head = (pool->inj_head + 1) % pool->inj_cap;
-        pool->inj_len--;
-        atomic_store(&pool->inj_count, pool->inj_len);
     }
+    pool->inj_len -= n;
+    atomic_store(&pool->inj_count, pool->inj_len);
     crew_lock_release(&pool->inj_lock);
-    return t;
+    if (n == 0) return NULL;
+    /* batch[0] runs now; the rest go on the deque newest first, so that
+     * its owner pops them oldest first. */
+    for (size_t i = n; i-- > 1;)
+        if (!crew__deque_push(&w->deque, batch[i])) crew__pool_run(w, batch[i]); /* cannot grow */
+    if (n > 1) work_published(pool);
+    return batch[0];
 }
 
 size_t crew__pool_drain_injector(crew_pool *pool, crew__task ***out) {
@@ -172,7 +190,7 @@ static crew__task *steal_any(crew__worker *w) {
 static crew__task *find_work(crew__worker *w) {
     crew__task *t = crew__deque_pop(&w->deque);
     if (!t) t = steal_any(w);
-    if (!t) t = injector_pop(w->pool);
+    if (!t) t = injector_pop(w);
     return t;
 }
 
