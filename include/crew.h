@@ -11,6 +11,7 @@
 #include "crew/shm.h"
 #include "crew/queue.h"
 #include "crew/conn.h"
+#include "crew/process.h"
 #include "crew/future.h"
 #include "crew/pool.h"
 #include "crew/rng.h"
