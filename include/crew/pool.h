@@ -2,7 +2,7 @@
  * ThreadPool and concurrent.futures' executors.
  *
  * A pool runs tasks on a fixed set of workers. One API serves every kind:
- * CREW_THREADS (now), CREW_PROCESSES and CREW_MPI (later); changing the kind
+ * CREW_THREADS, CREW_PROCESSES and CREW_MPI (not yet); changing the kind
  * does not change a correct program's results.
  *
  * A task is `int fn(const void *in, void *out, void *ctx)`: read one input
@@ -29,6 +29,30 @@
  * A task that blocks on anything else (a lock, a queue, a sleep) blocks its
  * worker.
  *
+ * Process pools (CREW_PROCESSES): the same scheduler runs in this process,
+ * but each worker thread runs the user's code (tasks, loop bodies, the
+ * initializer) in a child process of its own, forked from that thread when
+ * the pool is created and replaced when it dies. Futures, callbacks,
+ * progress and imap's input callback stay in this process. What differs
+ * from a thread pool:
+ *  - a child sees this process's memory as it was when it was forked.
+ *    Input items (in_size > 0) and outputs are copied through the shared
+ *    arena, or not copied at all when they already lie in it
+ *    (crew_shm_alloc). `ctx`, borrowed inputs (in_size 0) and pointers
+ *    inside items are passed as they are: they must point to memory set
+ *    before the pool was created, or into the arena or another MAP_SHARED
+ *    mapping. A task's writes to ordinary memory stay in its child.
+ *  - a task calling the pool (nested submit, map, for, reduce, imap) runs
+ *    that work itself, in order, in its child, with the same results.
+ *  - a child that dies (a signal, _exit, the OOM killer) fails only what it
+ *    was running, with CREW_EWORKERDIED: the item (map, imap, submit) or the
+ *    piece of a for/reduce, after `retries` attempts on a new child. The
+ *    pool replaces the child and goes on; nothing hangs.
+ *  - terminate kills the children at once: what they ran fails with
+ *    CREW_ECANCELED.
+ *  - after a failure, the rest of a map is skipped a chunk at a time.
+ *  - children die with this process (PR_SET_PDEATHSIG, SIGKILL).
+ *
  * Lifetime: create -> (work) -> close -> join -> free, or terminate at any
  * point. crew_pool_free on an open pool closes and joins it first.
  *
@@ -49,7 +73,7 @@ typedef struct crew_pool crew_pool;
 
 typedef enum crew_pool_kind {
     CREW_THREADS = 0,          /* workers are threads of this process */
-    CREW_PROCESSES,            /* workers are forked processes (not yet) */
+    CREW_PROCESSES,            /* the user's code runs in forked processes */
     CREW_MPI,                  /* workers are MPI ranks (not yet) */
 } crew_pool_kind;
 
@@ -83,6 +107,12 @@ typedef struct crew_pool_options {
      * 0: unbounded. (Submits from the pool's own tasks are never held.) */
     size_t max_pending;
     const char *name;          /* worker thread name prefix; "crew-pool" */
+    /* CREW_PROCESSES only: */
+    size_t max_tasks_per_child; /* replace a worker process after this many
+                                   calls (a chunk counts once); 0: never */
+    unsigned retries;          /* run again, on a new worker process, an item
+                                  whose worker died, up to this many times
+                                  before it fails with CREW_EWORKERDIED */
 } crew_pool_options;
 
 /* Start a pool (opts may be NULL). Returns 0 and *out once every worker has
@@ -114,6 +144,14 @@ CREW_API void crew_pool_free(crew_pool *pool);
 
 /* The number of workers. */
 CREW_API size_t crew_pool_workers(const crew_pool *pool);
+
+/* CREW_PROCESSES: how many worker processes have died so far (killed, or
+ * exited in a task; recycling by max_tasks_per_child does not count), and
+ * how the last one ended (*last gets its exit status, or minus the signal
+ * that killed it, as crew_process_exitcode; left alone when none died). A
+ * task that was running in it failed with CREW_EWORKERDIED (after the
+ * retries). 0 for a thread pool. Never blocks. */
+CREW_API size_t crew_pool_worker_deaths(const crew_pool *pool, int *last);
 
 /* The pool whose task the calling thread is running, or NULL. */
 CREW_API crew_pool *crew_pool_current(void);

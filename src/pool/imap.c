@@ -23,6 +23,7 @@
 
 #include "crew/clock.h"
 #include "crew/error.h"
+#include "pool/call.h"
 #include "pool/pool_internal.h"
 #include "sync/sync_internal.h"
 
@@ -76,28 +77,43 @@ static unsigned char *slot_out(crew_imap_iter *it, slot *s, size_t j) {
 
 /* ---------------------------------------------------------------- worker */
 
+/* Run slot s's items on worker w (NULL: here, in a worker process; or
+ * cancel them, from terminate). */
+static void slot_items(crew_imap_iter *it, slot *s, crew__worker *w, bool cancel) {
+    crew_pool *pool = it->pool;
+    int *rcs = it->rcs + s->id * it->chunk;
+    if (cancel) {
+        for (size_t j = 0; j < s->n; j++) rcs[j] = CREW_ECANCELED;
+    } else {
+        crew__call call = {
+            .op = CREW__CALL_ITEMS,
+            .fn = it->m.fn,
+            .ctx = it->m.ctx,
+            .in = it->inbuf ? slot_in(it, s, 0)
+                  : it->m.in_size ? (const char *)it->m.in + s->first * it->m.in_size
+                                  : it->m.in,
+            .in_size = it->m.in_size,
+            .out = it->m.out_size ? slot_out(it, s, 0) : NULL,
+            .out_size = it->m.out_size,
+            .first = s->first,
+            .n = s->n,
+            .keep_going = true,
+            .rcs = rcs,
+            .stop = &pool->terminating,
+        };
+        for (size_t j = 0; j < s->n; j++) rcs[j] = CREW_ECANCELED; /* until run */
+        crew__call_run(w, &call);
+    }
+    if (!cancel) crew__progress_add(&it->progress, s->n);
+}
+
+static void slot_exec(crew_imap_iter *it, slot *s) { slot_items(it, s, NULL, false); }
+
 static void slot_run(crew__task *task, crew__worker *w) {
     slot *s = (slot *)task;
     crew_imap_iter *it = s->it;
     crew_pool *pool = it->pool;
-    bool cancel = w == NULL || atomic_load(&pool->terminating) || atomic_load(&it->cancel);
-    int *rcs = it->rcs + s->id * it->chunk;
-    for (size_t j = 0; j < s->n; j++) {
-        if (!cancel && atomic_load_explicit(&pool->terminating, memory_order_relaxed)) cancel = true;
-        if (cancel) {
-            rcs[j] = CREW_ECANCELED;
-            continue;
-        }
-        size_t index = s->first + j;
-        crew__pool_index = index;
-        const void *in = it->inbuf ? slot_in(it, s, j)
-                         : it->m.in_size ? (const char *)it->m.in + index * it->m.in_size
-                                         : it->m.in;
-        void *out = it->m.out_size ? slot_out(it, s, j) : NULL;
-        int rc = it->m.fn(in, out, it->m.ctx);
-        rcs[j] = rc > 0 ? CREW_EINVAL : rc;
-    }
-    if (!cancel) crew__progress_add(&it->progress, s->n);
+    slot_items(it, s, w, w == NULL || atomic_load(&pool->terminating) || atomic_load(&it->cancel));
     crew_lock_acquire(&it->lock, CREW_FOREVER);
     s->state = SLOT_DONE;
     if (it->m.unordered) it->ready[(it->ready_head + it->ready_len++) % it->nslots] = s->id;
@@ -115,6 +131,14 @@ static void slot_run(crew__task *task, crew__worker *w) {
 static bool slot_queue(crew_imap_iter *it, slot *s) {
     crew_pool *pool = it->pool;
     int rc = 0;
+    if (crew__proc_child(pool)) { /* nested in a worker process: run it now */
+        s->state = SLOT_QUEUED;
+        it->queued++;
+        slot_exec(it, s);
+        s->state = SLOT_DONE;
+        if (it->m.unordered) it->ready[(it->ready_head + it->ready_len++) % it->nslots] = s->id;
+        return true;
+    }
     crew_lock_acquire(&pool->state_lock, CREW_FOREVER);
     if (pool->joined) rc = CREW_ESHUTDOWN;
     else if (atomic_load(&pool->terminating)) rc = CREW_ECANCELED;
@@ -244,7 +268,7 @@ int crew_imap_next(crew_imap_iter *it, void *out, size_t *index, double timeout)
     crew__deadline d;
     int rc = crew__deadline_init(&d, timeout);
     if (rc != 0) return rc;
-    if (it->pool->pid != crew__pid()) return CREW_ECHILD;
+    if (it->pool->pid != crew__pid() && !crew__proc_child(it->pool)) return CREW_ECHILD;
     if (it->m.unordered && it->cur != SIZE_MAX) return hand_out(it, &it->slots[it->cur], out, index);
     fill(it);
     if (it->queued == 0) {
@@ -277,7 +301,7 @@ static bool drained(void *arg) {
 
 void crew_imap_free(crew_imap_iter *it) {
     if (!it) return;
-    if (it->pool->pid == crew__pid() && it->queued) {
+    if (it->pool->pid == crew__pid() && it->queued && !crew__proc_child(it->pool)) {
         /* Queued items are skipped unless already running; wait for them. */
         atomic_store(&it->cancel, 1);
         crew__deadline forever = {.ns = INT64_MAX, .is_try = false};
@@ -311,8 +335,8 @@ int crew_pool_imap(crew_pool *pool, const crew_imap *imap, crew_imap_iter **out)
     if (!pool || !imap || !out || !imap->fn) return CREW_EINVAL;
     if (!imap->input && imap->count && imap->in_size && !imap->in) return CREW_EINVAL;
     if (imap->input && imap->in_size == 0) return CREW_EINVAL;
-    if (pool->pid != crew__pid()) return CREW_ECHILD;
-    if (atomic_load(&pool->closed) && !crew__pool_self(pool)) return CREW_ESHUTDOWN;
+    if (pool->pid != crew__pid() && !crew__proc_child(pool)) return CREW_ECHILD;
+    if (atomic_load(&pool->closed) && !crew__pool_self(pool) && !crew__proc_child(pool)) return CREW_ESHUTDOWN;
     crew_imap_iter *it = calloc(1, sizeof *it);
     if (!it) return CREW_ENOMEM;
     it->pool = pool;

@@ -31,6 +31,7 @@
 #include "crew/clock.h"
 #include "crew/error.h"
 #include "future_internal.h"
+#include "pool/call.h"
 #include "pool/pool_internal.h"
 
 enum { LOOP_FOR, LOOP_MAP, LOOP_REDUCE };
@@ -104,41 +105,49 @@ static bool try_split(size_t *splits, bool migrated, size_t nworkers) {
 
 /* ------------------------------------------------------------------ leaves */
 
-static void leaf_for(loop_call *c, size_t b, size_t e) {
+static void leaf_for(crew__worker *w, loop_call *c, size_t b, size_t e) {
     if (skipping(c)) return;
     size_t base = c->f.begin;
-    int rc = c->f.body(base + b, base + e, c->f.ctx);
-    if (rc != 0) record(c, rc > 0 ? CREW_EINVAL : rc, base + b);
+    crew__call call = {.op = CREW__CALL_FOR, .for_body = c->f.body, .ctx = c->f.ctx, .b = base + b, .e = base + e};
+    int rc = crew__call_run(w, &call);
+    if (rc != 0) record(c, rc, base + b);
     crew__progress_add(&c->progress, e - b);
 }
 
-static void leaf_map(loop_call *c, size_t ub, size_t ue) {
+static void leaf_map(crew__worker *w, loop_call *c, size_t ub, size_t ue) {
     const crew_map *m = &c->m;
     size_t i = ub * c->chunk, end = ue * c->chunk;
     if (end > m->count) end = m->count;
-    size_t first = i;
-    for (; i < end; i++) {
-        if (skipping(c)) break;
-        crew__pool_index = i;
-        const void *in = m->in_size ? (const char *)m->in + i * m->in_size : m->in;
-        void *out = m->out_size ? (char *)m->out + i * m->out_size : m->out;
-        int rc = m->fn(in, out, m->ctx);
-        if (rc != 0) {
-            record(c, rc > 0 ? CREW_EINVAL : rc, i);
-            break;
-        }
-    }
-    crew__progress_add(&c->progress, i - first);
+    if (skipping(c)) return;
+    crew__call call = {
+        .op = CREW__CALL_ITEMS,
+        .fn = m->fn,
+        .ctx = m->ctx,
+        .in = m->in_size ? (const char *)m->in + i * m->in_size : m->in,
+        .in_size = m->in_size,
+        .out = m->out_size ? (char *)m->out + i * m->out_size : m->out,
+        .out_size = m->out_size,
+        .first = i,
+        .n = end - i,
+        .stop = &c->stop,
+        .stop2 = &c->pool->terminating,
+    };
+    int rc = crew__call_run(w, &call);
+    if (rc != 0) record(c, rc, i + call.ran);
+    else if (call.ran < call.n) skipping(c); /* stopped by a flag: terminate records itself */
+    crew__progress_add(&c->progress, call.ran);
 }
 
-static void leaf_reduce(loop_call *c, size_t leaf, void *acc) {
+static void leaf_reduce(crew__worker *w, loop_call *c, size_t leaf, void *acc) {
     const crew_reduce *r = &c->r;
     memcpy(acc, r->identity, r->size);
     if (skipping(c)) return;
     size_t b = r->begin + leaf * c->leaf;
     size_t e = r->end - b > c->leaf ? b + c->leaf : r->end;
-    int rc = r->body(b, e, acc, r->ctx);
-    if (rc != 0) record(c, rc > 0 ? CREW_EINVAL : rc, b);
+    crew__call call = {.op = CREW__CALL_REDUCE, .red_body = r->body, .ctx = r->ctx, .b = b, .e = e,
+                       .acc = acc, .acc_size = r->size};
+    int rc = crew__call_run(w, &call);
+    if (rc != 0) record(c, rc, b);
     crew__progress_add(&c->progress, e - b);
 }
 
@@ -178,8 +187,8 @@ static void split_range(crew__worker *w, loop_call *c, size_t b, size_t e, size_
         }
         /* The deque could not grow: run both halves here. */
     }
-    if (c->kind == LOOP_FOR) leaf_for(c, b, e);
-    else leaf_map(c, b, e);
+    if (c->kind == LOOP_FOR) leaf_for(w, c, b, e);
+    else leaf_map(w, c, b, e);
 }
 
 /* An accumulator: on the stack when small, else on the heap. */
@@ -210,7 +219,7 @@ static void inline_tree(crew__worker *w, range_job *j) {
 static void reduce_tree(crew__worker *w, loop_call *c, size_t lb, size_t le, void *acc, size_t splits,
                         bool migrated) {
     if (le - lb == 1) {
-        leaf_reduce(c, lb, acc);
+        leaf_reduce(w, c, lb, acc);
         return;
     }
     size_t mid = lb + (le - lb) / 2;
@@ -240,7 +249,8 @@ static void reduce_tree(crew__worker *w, loop_call *c, size_t lb, size_t le, voi
 
 /* The whole range, on worker w. */
 static void run_root(crew__worker *w, loop_call *c, void *acc, bool migrated) {
-    size_t splits = c->pool->nworkers;
+    /* w NULL: inside a process pool's child, all of it here, in order. */
+    size_t splits = w ? c->pool->nworkers : 0;
     if (c->nunits == 0) {
         if (c->kind == LOOP_REDUCE) memcpy(acc, c->r.identity, c->r.size);
         return;
@@ -308,6 +318,11 @@ static void call_init(loop_call *c, crew_pool *pool, int kind, size_t total, cre
  * the injector. Returns the call's result. */
 static int call_run(loop_call *c, void *acc) {
     crew_pool *pool = c->pool;
+    if (crew__proc_child(pool)) { /* nested in a worker process: run it here */
+        run_root(NULL, c, acc, false);
+        crew_lock_destroy(&c->err_lock);
+        return c->rc;
+    }
     int rc = crew__pool_accept(pool);
     if (rc != 0) return rc;
     crew__worker *w = crew__pool_self(pool);
@@ -389,6 +404,16 @@ int crew_pool_map(crew_pool *pool, const crew_map *map) {
 int crew_pool_map_async(crew_pool *pool, const crew_map *map, crew_future **out) {
     int rc = map_check(pool, map);
     if (rc != 0 || !out) return rc ? rc : CREW_EINVAL;
+    if (crew__proc_child(pool)) { /* nested in a worker process: done at once */
+        crew_future *f;
+        if ((rc = crew_future_create(&f, 0)) != 0) return rc;
+        crew_future_set_running(f);
+        rc = crew_pool_map(pool, map);
+        if (rc == 0) crew_future_set_result(f, NULL);
+        else crew_future_set_error(f, rc);
+        *out = f;
+        return 0;
+    }
     rc = crew__pool_accept(pool);
     if (rc != 0) return rc;
     async_call *a = malloc(sizeof *a);

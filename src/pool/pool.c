@@ -18,6 +18,7 @@
 #include "crew/thread.h"
 #include "future_internal.h"
 #include "futex.h"
+#include "pool/call.h"
 #include "pool/pool_internal.h"
 
 /* The most workers a pool may have. */
@@ -83,6 +84,9 @@ bool crew__pool_quiet(crew_pool *pool) {
 /* ---------------------------------------------------------------- create */
 
 static void release(crew_pool *pool) {
+    /* The mailboxes are in the arena, shared with the creator: only the
+     * creator frees them (a forked child only drops its copy of the rest). */
+    if (pool->kind == CREW_PROCESSES && !foreign(pool)) crew__proc_release(pool);
     if (pool->deques)
         for (size_t i = 0; i < pool->nworkers; i++) crew__deque_destroy(&pool->workers[i].deque);
     free(pool->workers);
@@ -103,8 +107,9 @@ static void stop_workers(crew_pool *pool) {
 int crew_pool_create(crew_pool **out, const crew_pool_options *opts) {
     if (!out) return CREW_EINVAL;
     crew_pool_options o = opts ? *opts : (crew_pool_options){0};
-    if (o.kind == CREW_PROCESSES || o.kind == CREW_MPI) return CREW_ENOSYS;
-    if (o.kind != CREW_THREADS || o.workers > MAX_WORKERS) return CREW_EINVAL;
+    if (o.kind == CREW_MPI) return CREW_ENOSYS;
+    if ((o.kind != CREW_THREADS && o.kind != CREW_PROCESSES) || o.workers > MAX_WORKERS) return CREW_EINVAL;
+    if (o.kind == CREW_THREADS && (o.max_tasks_per_child || o.retries)) return CREW_EINVAL;
     size_t n = o.workers ? o.workers : (size_t)crew_cpu_count();
     if (n == 0) n = 1;
 
@@ -122,11 +127,15 @@ int crew_pool_create(crew_pool **out, const crew_pool_options *opts) {
     crew_lock_init(&pool->inj_lock, 0);
     crew_lock_init(&pool->state_lock, 0);
     pool->max_pending = o.max_pending;
+    pool->kind = o.kind;
+    pool->max_tasks_per_child = o.max_tasks_per_child;
+    pool->retries = o.retries;
     pool->initializer = o.initializer;
     pool->initarg = o.initarg;
     snprintf(pool->name, sizeof pool->name, "%s", o.name && *o.name ? o.name : "crew-pool");
 
-    int rc = crew__pool_start_workers(pool);
+    int rc = o.kind == CREW_PROCESSES ? crew__proc_setup(pool) : 0;
+    if (rc == 0) rc = crew__pool_start_workers(pool);
     size_t started = 0;
     for (size_t i = 0; i < n; i++) started += pool->workers[i].started;
     /* Wait for every started worker's initializer. */
@@ -166,6 +175,8 @@ int crew_pool_terminate(crew_pool *pool) {
     crew_pool_close(pool);
     /* Cancel what waits in the injector here and now; what waits in the
      * workers' deques is cancelled by the workers as they pop it. */
+    /* Worker processes die at once; the calls they ran fail. */
+    if (pool->kind == CREW_PROCESSES) crew__proc_kill_children(pool);
     crew__task **list;
     size_t n = crew__pool_drain_injector(pool, &list);
     for (size_t i = 0; i < n; i++) list[i]->run(list[i], NULL);
@@ -176,6 +187,7 @@ int crew_pool_terminate(crew_pool *pool) {
 
 int crew_pool_join(crew_pool *pool, double timeout) {
     if (!pool) return CREW_EINVAL;
+    if (crew__proc_child(pool)) return CREW_EDEADLK; /* a task of a process pool */
     if (foreign(pool)) return CREW_ECHILD;
     crew__deadline d;
     int rc = crew__deadline_init(&d, timeout);
@@ -237,6 +249,7 @@ typedef struct submit_task {
     void (*error_callback)(int code, void *arg);
     void *callback_arg;
     size_t index;
+    size_t in_size, out_size;
     bool held;                 /* counted in pool->pending */
     _Alignas(max_align_t) unsigned char inbuf[];
 } submit_task;
@@ -275,10 +288,11 @@ static void submit_run(crew__task *task, crew__worker *w) {
     if (w == NULL || atomic_load(&pool->terminating)) {
         crew_future_cancel(f); /* EBUSY if the caller cancelled it already: fine */
     } else if (crew_future_set_running(f) == 0) {
-        crew__pool_index = t->index;
         void *out = crew__future_result(f);
-        int rc = t->fn(t->in, out, t->ctx);
-        if (rc > 0) rc = CREW_EINVAL;
+        crew__call call = {.op = CREW__CALL_ITEMS, .fn = t->fn, .ctx = t->ctx, .in = t->in,
+                           .in_size = t->in_size, .out = out, .out_size = t->out_size,
+                           .first = t->index, .n = 1};
+        int rc = crew__call_run(w, &call);
         if (rc == 0 && t->callback) t->callback(out, t->callback_arg);
         if (rc < 0 && t->error_callback) t->error_callback(rc, t->callback_arg);
         crew__future_finish(f, rc);
@@ -288,8 +302,26 @@ static void submit_run(crew__task *task, crew__worker *w) {
     crew__pool_done(pool);
 }
 
+/* A submit inside a process pool's child: run the task now. */
+static int submit_inline(const crew_task *task, crew_future **out) {
+    crew_future *f;
+    int rc = crew_future_create(&f, task->out_size);
+    if (rc != 0) return rc;
+    crew_future_set_running(f);
+    crew__call call = {.op = CREW__CALL_ITEMS, .fn = task->fn, .ctx = task->ctx, .in = task->in,
+                       .in_size = task->in_size, .out = crew__future_result(f), .out_size = task->out_size,
+                       .n = 1};
+    rc = crew__call_exec(&call);
+    if (rc == 0 && task->callback) task->callback(crew__future_result(f), task->callback_arg);
+    if (rc < 0 && task->error_callback) task->error_callback(rc, task->callback_arg);
+    crew__future_finish(f, rc);
+    *out = f;
+    return 0;
+}
+
 int crew_pool_submit(crew_pool *pool, const crew_task *task, crew_future **out) {
     if (!pool || !task || !out || !task->fn || (task->in_size && !task->in)) return CREW_EINVAL;
+    if (crew__proc_child(pool)) return submit_inline(task, out);
     int rc = crew__pool_accept(pool);
     if (rc != 0) return rc;
     bool hold = pool->max_pending && !crew__pool_self(pool);
@@ -317,6 +349,8 @@ int crew_pool_submit(crew_pool *pool, const crew_task *task, crew_future **out) 
         .error_callback = task->error_callback,
         .callback_arg = task->callback_arg,
         .index = atomic_fetch_add_explicit(&pool->submitted, 1, memory_order_relaxed),
+        .in_size = task->in_size,
+        .out_size = task->out_size,
         .held = hold,
     };
     if (task->in_size) {

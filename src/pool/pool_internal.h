@@ -35,6 +35,12 @@ struct crew__worker {
     uint64_t seed;              /* victim choice (xorshift); owner only */
     _Atomic size_t accepted;    /* units this worker accepted (owner writes) */
     _Atomic size_t completed;   /* units this worker completed (owner writes) */
+    /* CREW_PROCESSES: the child process that runs this worker's calls, and
+     * their mailbox in the arena (proc.c). The worker thread replaces the
+     * child; child_lock guards the pointer against terminate's kill. */
+    struct crew__mailbox *mb;
+    struct crew_process *child;
+    crew_lock child_lock;
     pthread_t thread;
     bool started;               /* thread created (creator only) */
 };
@@ -44,6 +50,9 @@ struct crew__worker {
  * their submissions) do not bounce a line between cores. */
 struct crew_pool {
     /* Read-mostly: set at creation, or once in the pool's life. */
+    crew_pool_kind kind;
+    size_t max_tasks_per_child; /* CREW_PROCESSES */
+    unsigned retries;           /* CREW_PROCESSES */
     size_t nworkers;
     crew__worker *workers;      /* nworkers of them, each cache-line aligned */
     int32_t pid;                /* creator; other processes get CREW_ECHILD */
@@ -96,6 +105,8 @@ struct crew_pool {
     bool joined;                /* under state_lock */
 
     _Alignas(64) _Atomic size_t submitted; /* submission index counter */
+    _Atomic size_t worker_deaths; /* CREW_PROCESSES: children that died */
+    _Atomic int last_death;     /* and how the last one ended (exit code) */
 
     /* Backpressure (max_pending > 0): `pending` counts outside submissions
      * not yet started; a full submitter waits on the futex word bp_seq. */
@@ -167,6 +178,25 @@ void crew__pool_count(crew_pool *pool);
 bool crew__pool_quiet(crew_pool *pool);
 /* Wake joiners if any (a worker about to sleep, an outside completion). */
 void crew__pool_wake_joiners(crew_pool *pool);
+
+/* -------------------------------------------------------------- proc.c */
+
+typedef struct crew__mailbox crew__mailbox;
+/* Set up the arena and the workers' mailboxes (before any child exists). */
+int crew__proc_setup(crew_pool *pool);
+void crew__proc_release(crew_pool *pool);
+/* In worker w's thread: start its child (0, or the initializer's code). */
+int crew__proc_start_child(crew__worker *w);
+/* In worker w's thread: ask its child to exit and reap it. */
+void crew__proc_stop_child(crew__worker *w);
+/* SIGKILL every child (terminate). */
+void crew__proc_kill_children(crew_pool *pool);
+/* True in a child process of `pool`: calls on the pool run inline there. */
+bool crew__proc_child(const crew_pool *pool);
+/* The pool whose child process this is, or NULL. */
+crew_pool *crew__proc_child_pool(void);
+/* In a new child: forget the parent's thread state (sched.c). */
+void crew__pool_child_enter(crew_pool *pool);
 
 /* ---------------------------------------------------------- progress.c */
 

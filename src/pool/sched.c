@@ -46,7 +46,7 @@ crew__worker *crew__pool_self(const crew_pool *pool) {
     return w && w->pool == pool ? w : NULL;
 }
 
-crew_pool *crew_pool_current(void) { return self ? self->pool : NULL; }
+crew_pool *crew_pool_current(void) { return self ? self->pool : crew__proc_child_pool(); }
 
 size_t crew_pool_task_index(void) { return crew__pool_index; }
 
@@ -312,12 +312,13 @@ static void *worker_main(void *arg) {
     snprintf(name, sizeof name, "%.10s-%zu", pool->name, w->id);
     pthread_setname_np(pthread_self(), name);
 
-    if (pool->initializer) {
-        int rc = pool->initializer(pool->initarg);
-        if (rc != 0) {
-            int expected = 0;
-            atomic_compare_exchange_strong(&pool->init_rc, &expected, rc > 0 ? CREW_EINVAL : rc);
-        }
+    /* The initializer runs where the tasks will: here, or in the child. */
+    int rc = pool->kind == CREW_PROCESSES ? crew__proc_start_child(w)
+             : pool->initializer          ? pool->initializer(pool->initarg)
+                                          : 0;
+    if (rc != 0) {
+        int expected = 0;
+        atomic_compare_exchange_strong(&pool->init_rc, &expected, rc > 0 ? CREW_EINVAL : rc);
     }
     atomic_fetch_add(&pool->init_done, 1);
     crew__futex_wake(&pool->init_done, INT_MAX, false);
@@ -339,9 +340,16 @@ static void *worker_main(void *arg) {
         sleep_once(w, NULL, NULL, NULL);
         woken = true;
     }
+    if (pool->kind == CREW_PROCESSES) crew__proc_stop_child(w);
     crew__future_helper = NULL;
     self = NULL;
     return NULL;
+}
+
+void crew__pool_child_enter(crew_pool *pool) {
+    (void)pool;
+    self = NULL;
+    crew__future_helper = NULL;
 }
 
 int crew__pool_start_workers(crew_pool *pool) {
@@ -351,6 +359,7 @@ int crew__pool_start_workers(crew_pool *pool) {
         w->pool = pool;
         w->id = i;
         w->seed = 0x9e3779b97f4a7c15ull * (i + 1);
+        crew_lock_init(&w->child_lock, 0);
         if (crew__deque_init(&w->deque) != 0) {
             while (i-- > 0) crew__deque_destroy(&pool->workers[i].deque);
             return CREW_ENOMEM;

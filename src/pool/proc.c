@@ -1,0 +1,346 @@
+/* Running the user's code: here (thread pools), or in a worker's child
+ * process (process pools).
+ *
+ * A process pool is a thread pool whose worker threads do not run user code
+ * themselves: each worker thread owns one child process, forked from that
+ * thread (so PR_SET_PDEATHSIG, which fires when the forking thread ends,
+ * fires only when the pool is gone), and ships every crew__call to it. All
+ * scheduling, futures, callbacks and progress stay in the parent.
+ *
+ * The worker thread and its child talk through a `mailbox` in the shared
+ * arena (mapped before any child is forked, so it is at the same address in
+ * both). Inputs that do not already lie in the arena are copied into the
+ * mailbox's stage, and outputs copied back; a map whose arrays lie in the
+ * arena moves no data. Protocol, one call at a time:
+ *   parent: writes `call`, then req++ (seq_cst), wakes the child if it
+ *           sleeps (child_sleeps);
+ *   child:  waits for req to change, runs the call, counting finished items
+ *           in call.ran, stores rc, then done = req (release), wakes the
+ *           parent if it sleeps (parent_sleeps).
+ * Both sides spin briefly before sleeping on the futex word, announcing it
+ * in their *_sleeps word first and looking again (the Dekker pattern).
+ *
+ * The parent waits in slices and checks between slices whether the child
+ * still lives. When it died, the items before call.ran are done and the item
+ * at call.ran is the one it held: that item (or, for a for/reduce piece, the
+ * whole piece) is retried on a new child up to `retries` times, then fails
+ * with CREW_EWORKERDIED; the rest of the call goes on on the new child.
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crew/clock.h"
+#include "crew/error.h"
+#include "crew/process.h"
+#include "crew/shm.h"
+#include "futex.h"
+#include "pool/call.h"
+#include "pool/pool_internal.h"
+
+/* ---------------------------------------------------------- running here */
+
+static bool stopped(const crew__call *c) {
+    return (c->stop && atomic_load_explicit(c->stop, memory_order_relaxed)) ||
+           (c->stop2 && atomic_load_explicit(c->stop2, memory_order_relaxed));
+}
+
+static int code(int rc) { return rc > 0 ? CREW_EINVAL : rc; }
+
+int crew__call_exec(crew__call *c) {
+    switch (c->op) {
+    case CREW__CALL_FOR:
+        return code(c->for_body(c->b, c->e, c->ctx));
+    case CREW__CALL_REDUCE:
+        return code(c->red_body(c->b, c->e, c->acc, c->ctx));
+    default:
+        break;
+    }
+    for (; c->ran < c->n; c->ran++) {
+        size_t j = c->ran;
+        if (stopped(c)) return 0;
+        crew__pool_index = c->first + j;
+        const void *in = c->in_size ? (const char *)c->in + j * c->in_size : c->in;
+        void *out = c->out_size ? (char *)c->out + j * c->out_size : c->out;
+        int rc = code(c->fn(in, out, c->ctx));
+        if (c->keep_going) c->rcs[j] = rc;
+        else if (rc != 0) return rc;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- mailbox */
+
+struct crew__mailbox {
+    _Atomic uint32_t req;           /* parent: bumps to post a call (futex) */
+    _Atomic uint32_t done;          /* child: = req when the call is done (futex) */
+    _Atomic uint32_t child_sleeps;
+    _Atomic uint32_t parent_sleeps;
+    _Atomic uint32_t ready;         /* child: 1 once its initializer ran (futex) */
+    _Atomic int quit;               /* parent: the next post means "exit" */
+    int init_rc;                    /* the child's initializer result */
+    int rc;                         /* the call's result */
+    bool recycling;                 /* the child exits after this call */
+    crew__call call;                /* pointers into the arena */
+    size_t stage_size;
+    unsigned char *stage;           /* arena; grown by the parent */
+};
+
+/* Set in a process pool's child: the pool it works for. */
+static crew_pool *child_of;
+
+size_t crew_pool_worker_deaths(const crew_pool *pool, int *last) {
+    if (!pool) return 0;
+    size_t n = atomic_load(&((crew_pool *)pool)->worker_deaths);
+    if (n && last) *last = atomic_load(&((crew_pool *)pool)->last_death);
+    return n;
+}
+
+bool crew__proc_child(const crew_pool *pool) { return child_of != NULL && child_of == pool; }
+
+crew_pool *crew__proc_child_pool(void) { return child_of; }
+
+static size_t align16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+/* ------------------------------------------------------------------ child */
+
+enum { SPIN = 4000 };
+
+static int child_main(void *arg) {
+    crew__worker *w = arg;
+    crew_pool *pool = w->pool;
+    crew__mailbox *mb = w->mb;
+    crew__pool_child_enter(pool);
+    child_of = pool;
+    int rc = pool->initializer ? pool->initializer(pool->initarg) : 0;
+    mb->init_rc = rc > 0 ? CREW_EINVAL : rc;
+    uint32_t seen = atomic_load(&mb->req);
+    atomic_store(&mb->ready, 1);
+    crew__futex_wake(&mb->ready, INT_MAX, true);
+    if (rc != 0) return 1;
+    size_t calls = 0;
+    for (;;) {
+        uint32_t r;
+        for (int spin = 0; (r = atomic_load(&mb->req)) == seen; spin++) {
+            if (spin < SPIN) {
+                crew__cpu_relax();
+                continue;
+            }
+            atomic_store(&mb->child_sleeps, 1);
+            if (atomic_load(&mb->req) == seen) crew__futex_wait(&mb->req, seen, NULL, true);
+            atomic_store(&mb->child_sleeps, 0);
+            spin = 0;
+        }
+        seen = r;
+        if (atomic_load(&mb->quit)) return 0;
+        mb->rc = crew__call_exec(&mb->call);
+        calls++;
+        mb->recycling = pool->max_tasks_per_child && calls >= pool->max_tasks_per_child;
+        atomic_store(&mb->done, r);
+        if (atomic_load(&mb->parent_sleeps)) crew__futex_wake(&mb->done, 1, true);
+        if (mb->recycling) return 0;
+    }
+}
+
+/* ----------------------------------------------------------------- parent */
+
+int crew__proc_setup(crew_pool *pool) {
+    int rc = crew_shm_setup(NULL);
+    if (rc != 0) return rc;
+    for (size_t i = 0; i < pool->nworkers; i++) {
+        crew__mailbox *mb = crew_shm_alloc(sizeof *mb);
+        if (!mb) return CREW_ENOMEM;
+        pool->workers[i].mb = mb;
+    }
+    return 0;
+}
+
+void crew__proc_release(crew_pool *pool) {
+    for (size_t i = 0; i < pool->nworkers; i++) {
+        crew__mailbox *mb = pool->workers[i].mb;
+        if (!mb) continue;
+        if (mb->stage) crew_shm_free(mb->stage);
+        crew_shm_free(mb);
+    }
+}
+
+/* Start w's child and wait for its initializer. 0, the initializer's code,
+ * CREW_EWORKERDIED (it died first), or crew_process_start's error. */
+static int spawn(crew__worker *w) {
+    crew__mailbox *mb = w->mb;
+    atomic_store(&mb->ready, 0);
+    atomic_store(&mb->quit, 0);
+    char name[32];
+    snprintf(name, sizeof name, "%.10s-%zu", w->pool->name, w->id);
+    crew_process *p;
+    int rc = crew_process_start(&p, child_main, w, &(crew_process_options){.name = name, .daemon = true});
+    if (rc != 0) return rc;
+    while (atomic_load(&mb->ready) == 0) {
+        crew__deadline slice = {.ns = crew__now_ns() + 20 * 1000 * 1000, .is_try = false};
+        crew__futex_wait(&mb->ready, 0, &slice, true);
+        if (atomic_load(&mb->ready) == 0 && !crew_process_is_alive(p)) {
+            crew_process_free(p);
+            return CREW_EWORKERDIED;
+        }
+    }
+    if (mb->init_rc != 0) {
+        crew_process_join(p, CREW_FOREVER);
+        crew_process_free(p);
+        return mb->init_rc;
+    }
+    crew_lock_acquire(&w->child_lock, CREW_FOREVER);
+    w->child = p;
+    crew_lock_release(&w->child_lock);
+    return 0;
+}
+
+int crew__proc_start_child(crew__worker *w) { return spawn(w); }
+
+/* Forget w's (ended) child. */
+static void drop_child(crew__worker *w) {
+    crew_lock_acquire(&w->child_lock, CREW_FOREVER);
+    crew_process *p = w->child;
+    w->child = NULL;
+    crew_lock_release(&w->child_lock);
+    if (p) {
+        crew_process_join(p, CREW_FOREVER);
+        crew_process_free(p);
+    }
+}
+
+void crew__proc_stop_child(crew__worker *w) {
+    crew__mailbox *mb = w->mb;
+    if (!w->child) return;
+    atomic_store(&mb->quit, 1);
+    atomic_fetch_add(&mb->req, 1);
+    crew__futex_wake(&mb->req, 1, true);
+    if (crew_process_join(w->child, 5.0) != 0) crew_process_kill(w->child);
+    drop_child(w);
+}
+
+void crew__proc_kill_children(crew_pool *pool) {
+    for (size_t i = 0; i < pool->nworkers; i++) {
+        crew__worker *w = &pool->workers[i];
+        crew_lock_acquire(&w->child_lock, CREW_FOREVER);
+        if (w->child) crew_process_kill(w->child);
+        crew_lock_release(&w->child_lock);
+    }
+}
+
+/* Make the stage hold `size` bytes. */
+static int stage_reserve(crew__mailbox *mb, size_t size) {
+    if (mb->stage_size >= size) return 0;
+    size_t want = size < 4096 ? 4096 : size + size / 2;
+    unsigned char *s = crew_shm_alloc(want);
+    if (!s) return CREW_ENOMEM;
+    if (mb->stage) crew_shm_free(mb->stage);
+    mb->stage = s;
+    mb->stage_size = want;
+    return 0;
+}
+
+/* Whether [p, p + n) can be handed to the child as it is. */
+static bool shared_ok(const void *p, size_t n) {
+    return n == 0 || (crew_shm_contains(p) && crew_shm_contains((const char *)p + n - 1));
+}
+
+/* Wait for the posted call `r` to be done: 0, or CREW_EWORKERDIED when the
+ * child ended first. */
+static int await_done(crew__worker *w, uint32_t r) {
+    crew__mailbox *mb = w->mb;
+    for (int spin = 0; atomic_load(&mb->done) != r; spin++) {
+        if (spin < SPIN) {
+            crew__cpu_relax();
+            continue;
+        }
+        atomic_store(&mb->parent_sleeps, 1);
+        if (atomic_load(&mb->done) != r) {
+            crew__deadline slice = {.ns = crew__now_ns() + 20 * 1000 * 1000, .is_try = false};
+            crew__futex_wait(&mb->done, atomic_load(&mb->done), &slice, true);
+        }
+        atomic_store(&mb->parent_sleeps, 0);
+        if (atomic_load(&mb->done) != r && !crew_process_is_alive(w->child)) {
+            if (atomic_load(&mb->done) == r) return 0; /* finished, then exited */
+            return CREW_EWORKERDIED;
+        }
+        spin = SPIN - 64;
+    }
+    return 0;
+}
+
+/* One attempt: run items c->ran .. c->n-1 (or the whole piece) in w's
+ * child. Advances c->ran over the items done. 0/the call's code, or
+ * CREW_EWORKERDIED. */
+static int attempt(crew__worker *w, crew__call *c) {
+    crew__mailbox *mb = w->mb;
+    size_t r0 = c->op == CREW__CALL_ITEMS ? c->ran : 0;
+    size_t n = c->op == CREW__CALL_ITEMS ? c->n - r0 : 0;
+    const void *in = c->in_size ? (const char *)c->in + r0 * c->in_size : c->in;
+    void *out = c->out_size ? (char *)c->out + r0 * c->out_size : c->out;
+    bool in_direct = c->in_size == 0 || shared_ok(in, n * c->in_size);
+    bool out_direct = c->out_size == 0 || shared_ok(out, n * c->out_size);
+    size_t in_bytes = in_direct ? 0 : align16(n * c->in_size);
+    size_t out_bytes = out_direct ? 0 : align16(n * c->out_size);
+    size_t rc_bytes = c->keep_going ? align16(n * sizeof(int)) : 0;
+    int rc = stage_reserve(mb, in_bytes + out_bytes + rc_bytes + align16(c->acc_size) + 16);
+    if (rc != 0) return rc;
+    unsigned char *s = mb->stage;
+    crew__call *m = &mb->call;
+    *m = *c;
+    m->stop = m->stop2 = NULL;
+    m->ran = 0;
+    if (c->op == CREW__CALL_ITEMS) {
+        m->first = c->first + r0;
+        m->n = n;
+        m->in = in_direct ? in : s;
+        if (!in_direct) memcpy(s, in, n * c->in_size);
+        m->out = out_direct ? out : s + in_bytes;
+        m->rcs = c->keep_going ? (int *)(void *)(s + in_bytes + out_bytes) : NULL;
+    } else if (c->op == CREW__CALL_REDUCE) {
+        m->acc = s;
+        memcpy(s, c->acc, c->acc_size);
+    }
+    uint32_t r = atomic_fetch_add(&mb->req, 1) + 1;
+    if (atomic_load(&mb->child_sleeps)) crew__futex_wake(&mb->req, 1, true);
+    int died = await_done(w, r);
+    /* Items the child finished (all of them, or those before the one it
+     * died in): take their results. */
+    size_t ran = m->ran;
+    if (c->op == CREW__CALL_ITEMS) {
+        if (!out_direct) memcpy(out, m->out, ran * c->out_size);
+        if (c->keep_going) memcpy(c->rcs + r0, m->rcs, ran * sizeof(int));
+        c->ran = r0 + ran;
+    }
+    if (died) return died;
+    if (c->op == CREW__CALL_REDUCE) memcpy(c->acc, m->acc, c->acc_size);
+    if (mb->recycling) drop_child(w); /* max_tasks_per_child: a new one next time */
+    return mb->rc;
+}
+
+int crew__call_run(crew__worker *w, crew__call *c) {
+    if (!w || w->pool->kind != CREW_PROCESSES || child_of) return crew__call_exec(c);
+    crew_pool *pool = w->pool;
+    unsigned tries = 0;
+    for (;;) {
+        if (atomic_load(&pool->terminating)) return CREW_ECANCELED;
+        if (!w->child) {
+            int rc = spawn(w);
+            if (rc != 0) return rc == CREW_EWORKERDIED ? rc : rc;
+        }
+        int rc = attempt(w, c);
+        if (rc != CREW_EWORKERDIED) return rc;
+        int status = 0;
+        crew_process_join(w->child, CREW_FOREVER);
+        if (crew_process_exitcode(w->child, &status) == 0) atomic_store(&pool->last_death, status);
+        drop_child(w);
+        atomic_fetch_add(&pool->worker_deaths, 1);
+        if (atomic_load(&pool->terminating)) return CREW_ECANCELED;
+        if (tries++ < pool->retries) continue; /* the same item (or piece) again */
+        if (c->op != CREW__CALL_ITEMS || !c->keep_going) return CREW_EWORKERDIED;
+        /* imap: that item failed; the rest go on. */
+        c->rcs[c->ran++] = CREW_EWORKERDIED;
+        tries = 0;
+        if (c->ran == c->n) return 0;
+    }
+}
