@@ -43,6 +43,8 @@ bench: build
 	./build/bench/bench_sync
 	./build/bench/bench_queue
 	./build/bench/bench_conn
+	./build/bench/bench_pool
+	./build/bench/bench_proc
 
 install: build
 	cmake --install build
