@@ -6,14 +6,20 @@
  * apply_async(time.sleep, (10,)).get(timeout=1), which raises TimeoutError.
  *
  * In crew, apply_async is crew_pool_submit, which returns a future; apply
- * is a submit followed by crew_future_get. A running task cannot be killed
- * (Python's with-block would terminate the sleeping worker process), so the
- * long sleep here waits on an event that main sets once it has seen the
- * timeout: long waits in tasks should be interruptible.
+ * is a submit followed by crew_future_get. A running thread cannot be
+ * killed (Python's with-block would terminate the sleeping worker process),
+ * so in a thread pool the long sleep waits on an event that main sets once
+ * it has seen the timeout: long waits in tasks should be interruptible.
+ * With --processes the workers are processes, and the program ends as
+ * Python's with-block does: crew_pool_terminate kills the sleeping worker,
+ * and its future fails with CREW_ECANCELED.
  *
- * usage: apply_pool [--quick]   (--quick: 0.1 s timeouts instead of 1 s)
+ * usage: apply_pool [--processes] [--quick]
+ *   --processes  worker processes (CREW_PROCESSES) instead of threads
+ *   --quick      0.1 s timeouts instead of 1 s
  * Exits 1 on a wrong result.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -33,10 +39,11 @@ static int cube(const void *in, void *out, void *ctx) {
     return 0;
 }
 
-/* time.sleep(seconds), cut short when the event in ctx is set. */
+/* time.sleep(seconds), cut short when the event in ctx (if any) is set. */
 static int nap(const void *in, void *out, void *ctx) {
     (void)out;
-    int rc = crew_event_wait(ctx, *(const double *)in);
+    double seconds = *(const double *)in;
+    int rc = ctx ? crew_event_wait(ctx, seconds) : crew_sleep(seconds);
     return rc == CREW_ETIMEDOUT ? 0 : rc;
 }
 
@@ -64,9 +71,22 @@ static void print_list(const char *label, const long *v, int n) {
 }
 
 int main(int argc, char **argv) {
-    double timeout = argc > 1 && strcmp(argv[1], "--quick") == 0 ? 0.1 : 1.0;
+    double timeout = 1.0;
+    bool processes = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0) {
+            timeout = 0.1;
+        } else if (strcmp(argv[i], "--processes") == 0) {
+            processes = true;
+        } else {
+            fprintf(stderr, "usage: apply_pool [--processes] [--quick]\n");
+            return 2;
+        }
+    }
     crew_pool *pool;
-    int rc = crew_pool_create(&pool, &(crew_pool_options){.workers = 4});
+    int rc = crew_pool_create(&pool, &(crew_pool_options){
+                                         .kind = processes ? CREW_PROCESSES : CREW_THREADS,
+                                         .workers = 4});
     if (rc != 0) {
         fprintf(stderr, "apply_pool: crew_pool_create: %s\n", crew_strerror(rc));
         return 1;
@@ -136,13 +156,20 @@ int main(int argc, char **argv) {
     crew_event_init(&stop, 0);
     double ten_s = 10.0;
     rc = crew_pool_submit(pool, &(crew_task){.fn = nap, .in = &ten_s, .in_size = sizeof ten_s,
-                                             .ctx = &stop}, &f);
+                                             .ctx = processes ? NULL : &stop}, &f);
     if (rc == 0) {
         rc = crew_future_get(f, NULL, timeout);
         printf("sleep(10):   %s after %g s\n", crew_err_name(rc), timeout);
         wrong |= rc != CREW_ETIMEDOUT;
-        crew_event_set(&stop); /* wake the nap: it returns at once */
-        wrong |= crew_future_get(f, NULL, CREW_FOREVER) != 0;
+        if (processes) {
+            crew_pool_terminate(pool); /* the end of `with Pool() as pool:` */
+            rc = crew_future_get(f, NULL, CREW_FOREVER);
+            printf("terminate:   the sleeping worker killed, its task %s\n", crew_err_name(rc));
+            wrong |= rc != CREW_ECANCELED;
+        } else {
+            crew_event_set(&stop); /* wake the nap: it returns at once */
+            wrong |= crew_future_get(f, NULL, CREW_FOREVER) != 0;
+        }
         crew_future_free(f);
     } else {
         wrong = 1;

@@ -15,11 +15,17 @@
  * one worker or many; the program checks that, and compares with the
  * serial loop (which adds in another order) and with the exact integral.
  *
- * usage: integrate_pool [a] [b] [N] [WORKERS] [--quick]
- *   a, b     the interval (default 0 and 10)
- *   N        strips (default 1,000,000,000)
- *   WORKERS  pool threads (default crew_cpu_count())
- *   --quick  N = 1,000,000 unless given (for tests)
+ * With --processes the pools' workers are processes (the tutorial's
+ * multiprocessing version). The strips' parameters, passed as ctx, are set
+ * before any pool is created, so the forked workers see them; the partial
+ * sums come back through the shared arena, and the result is the same.
+ *
+ * usage: integrate_pool [a] [b] [N] [WORKERS] [--processes] [--quick]
+ *   a, b         the interval (default 0 and 10)
+ *   N            strips (default 1,000,000,000)
+ *   WORKERS      pool workers (default crew_cpu_count())
+ *   --processes  worker processes (CREW_PROCESSES) instead of threads
+ *   --quick      N = 1,000,000 unless given (for tests)
  * Exits 1 on a wrong result.
  */
 #include <math.h>
@@ -52,26 +58,27 @@ static void add(void *acc, const void *other, void *ctx) {
     *(double *)acc += *(const double *)other;
 }
 
-/* The seed's integrate(f, a, b, N), on `pool`. */
-static int integrate(crew_pool *pool, double a, double b, size_t n, double *out) {
-    strips s = {a, (b - a) / (double)n};
+/* The seed's integrate(f, a, b, N), on `pool`: s holds a and dx. */
+static int integrate(crew_pool *pool, const strips *s, size_t n, double *out) {
     double zero = 0.0, sum;
     int rc = crew_pool_reduce(pool, &(crew_reduce){.begin = 0, .end = n, .body = strip_sum,
                                                    .combine = add, .identity = &zero,
-                                                   .size = sizeof sum, .result = &sum, .ctx = &s});
-    *out = sum * s.dx;
+                                                   .size = sizeof sum, .result = &sum,
+                                                   .ctx = (void *)s});
+    *out = sum * s->dx;
     return rc;
 }
 
-static double time_integrate(size_t workers, double a, double b, size_t n, double *out) {
+static double time_integrate(crew_pool_kind kind, size_t workers, const strips *s, size_t n,
+                             double *out) {
     crew_pool *pool;
-    int rc = crew_pool_create(&pool, &(crew_pool_options){.workers = workers});
+    int rc = crew_pool_create(&pool, &(crew_pool_options){.kind = kind, .workers = workers});
     if (rc != 0) {
         fprintf(stderr, "integrate_pool: crew_pool_create: %s\n", crew_strerror(rc));
         exit(1);
     }
     double t0 = crew_now();
-    rc = integrate(pool, a, b, n, out);
+    rc = integrate(pool, s, n, out);
     double t = crew_now() - t0;
     crew_pool_free(pool);
     if (rc != 0) {
@@ -84,17 +91,23 @@ static double time_integrate(size_t workers, double a, double b, size_t n, doubl
 int main(int argc, char **argv) {
     double arg[4] = {0.0, 10.0, 0.0, 0.0}; /* a, b, N, WORKERS */
     bool quick = false;
+    crew_pool_kind kind = CREW_THREADS;
     int positional = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             quick = true;
             continue;
         }
+        if (strcmp(argv[i], "--processes") == 0) {
+            kind = CREW_PROCESSES;
+            continue;
+        }
         char *end = argv[i];
         if (positional < 4)
             arg[positional++] = strtod(argv[i], &end);
         if (end == argv[i] || *end != '\0') {
-            fprintf(stderr, "usage: integrate_pool [a] [b] [N] [WORKERS] [--quick]\n");
+            fprintf(stderr,
+                    "usage: integrate_pool [a] [b] [N] [WORKERS] [--processes] [--quick]\n");
             return 2;
         }
     }
@@ -106,18 +119,22 @@ int main(int argc, char **argv) {
     size_t n = arg[2] > 0 ? (size_t)arg[2] : quick ? 1000000 : 1000000000;
     size_t workers = (size_t)arg[3] > 0 ? (size_t)arg[3] : (size_t)crew_cpu_count();
 
+    /* Before any pool exists: a process pool's workers see it as it is. */
+    strips s = {a, (b - a) / (double)n};
+
     /* Serial: the seed's loop. */
     double t0 = crew_now(), serial = 0.0;
-    strip_sum(0, n, &serial, &(strips){a, (b - a) / (double)n});
-    serial *= (b - a) / (double)n;
+    strip_sum(0, n, &serial, &s);
+    serial *= s.dx;
     double serial_s = crew_now() - t0;
 
     double one, many;
-    double one_s = time_integrate(1, a, b, n, &one);
-    double pool_s = time_integrate(workers, a, b, n, &many);
+    double one_s = time_integrate(kind, 1, &s, n, &one);
+    double pool_s = time_integrate(kind, workers, &s, n, &many);
 
     double exact = (b * b * b - a * a * a) / 3.0;
-    printf("integral of x**2 over [%g, %g], N = %zu (exact %.15g)\n", a, b, n, exact);
+    printf("integral of x**2 over [%g, %g], N = %zu (exact %.15g), %s\n", a, b, n, exact,
+           kind == CREW_PROCESSES ? "worker processes" : "worker threads");
     printf("serial:              %.3f s  %.15g\n", serial_s, serial);
     printf("pool, 1 worker:      %.3f s  %.15g\n", one_s, one);
     printf("pool, %zu worker(s):  %.3f s  %.15g\n", workers, pool_s, many);

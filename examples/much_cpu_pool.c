@@ -11,14 +11,18 @@
  *
  * With crew all three are one pool of threads: map fills an array, imap
  * hands results back in input order, imap_unordered as they finish (with
- * each result's input index). A 16-thread pool needs no other kind.
+ * each result's input index). A 16-thread pool needs no other kind. With
+ * --processes the first pool is one of processes, as the tutorial's Pool()
+ * is, and the results are the same.
  *
- * usage: much_cpu_pool [--quick]   (the same small run either way)
+ * usage: much_cpu_pool [--processes] [--quick]   (the same small run
+ * either way)
  * Exits 1 on a wrong result.
  */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <crew.h>
 
@@ -55,14 +59,19 @@ static int64_t stream(crew_pool *pool, const long *args, bool unordered, bool pr
     return rc == CREW_EOF ? sum : rc;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    crew_pool_kind kind = CREW_THREADS;
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--processes") == 0)
+            kind = CREW_PROCESSES;
     const int64_t expect = 2664667000;
     long args[COUNT];
     for (int i = 0; i < COUNT; i++)
         args[i] = 2000;
 
     crew_pool *pool;
-    int rc = crew_pool_create(&pool, NULL); /* Pool(): crew_cpu_count() threads */
+    /* Pool(): crew_cpu_count() workers */
+    int rc = crew_pool_create(&pool, &(crew_pool_options){.kind = kind});
     if (rc != 0) {
         fprintf(stderr, "much_cpu_pool: crew_pool_create: %s\n", crew_strerror(rc));
         return 1;

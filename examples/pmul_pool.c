@@ -15,9 +15,16 @@
  * multiplication, so memory bandwidth bounds it more than the cores do:
  * the speed-up depends on how much of the bandwidth one core can use.
  *
- * usage: pmul_pool [WORKERS] [--quick]
- *   WORKERS  pool threads (default crew_cpu_count())
- *   --quick  ROWS = 100,000 instead of 1,000,000 (for tests)
+ * With --processes the pool's workers are processes, and X, Y and Z are
+ * allocated in crew's shared arena (crew_shm_alloc), the counterpart of the
+ * tutorial's multiprocessing.Array: the children read X and Y and write Z
+ * in place, and nothing is copied. The struct passed as ctx is filled in
+ * before the pool is created, so the children, forked then, see it.
+ *
+ * usage: pmul_pool [WORKERS] [--processes] [--quick]
+ *   WORKERS      pool workers (default crew_cpu_count())
+ *   --processes  worker processes (CREW_PROCESSES) instead of threads
+ *   --quick      ROWS = 100,000 instead of 1,000,000 (for tests)
  * Exits 1 if a parallel Z differs from the serial one.
  */
 #include <stdbool.h>
@@ -56,23 +63,37 @@ static int pmul_range(size_t b, size_t e, void *ctx) {
     return 0;
 }
 
+/* An array of n doubles: in the shared arena for a process pool. */
+static double *alloc_doubles(size_t n, bool shared) {
+    return shared ? crew_shm_alloc(n * sizeof(double)) : malloc(n * sizeof(double));
+}
+
+static void free_doubles(double *p, bool shared) {
+    if (shared)
+        crew_shm_free(p);
+    else
+        free(p);
+}
+
 int main(int argc, char **argv) {
     long workers = 0;
-    bool quick = false;
+    bool quick = false, processes = false;
     for (int i = 1; i < argc; i++) {
         char *end;
         if (strcmp(argv[i], "--quick") == 0) {
             quick = true;
+        } else if (strcmp(argv[i], "--processes") == 0) {
+            processes = true;
         } else if ((workers = strtol(argv[i], &end, 10)) < 1 || *end != '\0') {
-            fprintf(stderr, "usage: pmul_pool [WORKERS] [--quick]\n");
+            fprintf(stderr, "usage: pmul_pool [WORKERS] [--processes] [--quick]\n");
             return 2;
         }
     }
     size_t rows = quick ? 100000 : 1000000, n = rows * COLS;
 
     double t0 = crew_now();
-    double *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
-    double *z0 = malloc(n * sizeof *z0), *z = malloc(n * sizeof *z);
+    double *x = alloc_doubles(n, processes), *y = alloc_doubles(n, processes);
+    double *z = alloc_doubles(n, processes), *z0 = malloc(n * sizeof *z0);
     if (x == NULL || y == NULL || z0 == NULL || z == NULL) {
         fprintf(stderr, "pmul_pool: out of memory\n");
         return 1;
@@ -90,13 +111,15 @@ int main(int argc, char **argv) {
     mularray(x, y, z0, 0, n);
     double serial_s = crew_now() - t0;
 
+    arrays a = {x, y, z, rows}; /* ctx: set before the pool's processes are forked */
     crew_pool *pool;
-    int rc = crew_pool_create(&pool, &(crew_pool_options){.workers = (size_t)workers});
+    int rc = crew_pool_create(&pool, &(crew_pool_options){
+                                         .kind = processes ? CREW_PROCESSES : CREW_THREADS,
+                                         .workers = (size_t)workers});
     if (rc != 0) {
         fprintf(stderr, "pmul_pool: crew_pool_create: %s\n", crew_strerror(rc));
         return 1;
     }
-    arrays a = {x, y, z, rows};
 
     /* for Zpart in pool.imap(pmul, offsets): ... -- written in place */
     size_t offsets[COLS];
@@ -117,17 +140,17 @@ int main(int argc, char **argv) {
     size_t used = crew_pool_workers(pool);
     crew_pool_free(pool);
 
-    printf("Z = X * Y, %zu x %d doubles, %zu worker(s) (crew_cpu_count %d)\n", rows, COLS, used,
-           crew_cpu_count());
+    printf("Z = X * Y, %zu x %d doubles, %zu %s (crew_cpu_count %d)\n", rows, COLS, used,
+           processes ? "process(es), arrays in the arena" : "thread(s)", crew_cpu_count());
     printf("allocation:          %.3f s\n", alloc_s);
     printf("serial:              %.3f s\n", serial_s);
     printf("map over %d offsets: %.3f s (%.2fx)%s\n", COLS, map_s, serial_s / map_s,
            same_map ? "" : "  WRONG");
     printf("for over the range:  %.3f s (%.2fx)%s\n", for_s, serial_s / for_s,
            same_for ? "" : "  WRONG");
-    free(x);
-    free(y);
+    free_doubles(x, processes);
+    free_doubles(y, processes);
+    free_doubles(z, processes);
     free(z0);
-    free(z);
     return same_map && same_for ? 0 : 1;
 }

@@ -12,9 +12,16 @@
  * deadlock). Idle workers take pieces of whichever target still has work,
  * and all of them finish together.
  *
- * usage: prime_pool [WORKERS] [--quick]
- *   WORKERS  pool threads (default crew_cpu_count())
- *   --quick  targets 100,000, 200,000, 300,000 instead (for tests)
+ * With --processes the pool's workers are processes, as the tutorial's
+ * are. The program is the same, but a task of a process pool runs its
+ * nested reduce itself, in its own process (a child cannot hand work to
+ * the others), so each target is one task again, as in Python, and three
+ * unequal tasks cannot keep the workers equally busy.
+ *
+ * usage: prime_pool [WORKERS] [--processes] [--quick]
+ *   WORKERS      pool workers (default crew_cpu_count())
+ *   --processes  worker processes (CREW_PROCESSES) instead of threads
+ *   --quick      targets 100,000, 200,000, 300,000 instead (for tests)
  * Prints the serial and pool times, the speed-up and the three sums; exits
  * 1 if a pool sum differs from the serial one.
  */
@@ -74,12 +81,15 @@ static int sum_prime(const void *in, void *out, void *ctx) {
 int main(int argc, char **argv) {
     long workers = 0;
     bool quick = false;
+    crew_pool_kind kind = CREW_THREADS;
     for (int i = 1; i < argc; i++) {
         char *end;
         if (strcmp(argv[i], "--quick") == 0) {
             quick = true;
+        } else if (strcmp(argv[i], "--processes") == 0) {
+            kind = CREW_PROCESSES;
         } else if ((workers = strtol(argv[i], &end, 10)) < 1 || *end != '\0') {
-            fprintf(stderr, "usage: prime_pool [WORKERS] [--quick]\n");
+            fprintf(stderr, "usage: prime_pool [WORKERS] [--processes] [--quick]\n");
             return 2;
         }
     }
@@ -99,7 +109,8 @@ int main(int argc, char **argv) {
     double serial_s = crew_now() - t0;
 
     crew_pool *pool;
-    int rc = crew_pool_create(&pool, &(crew_pool_options){.workers = (size_t)workers});
+    int rc =
+        crew_pool_create(&pool, &(crew_pool_options){.kind = kind, .workers = (size_t)workers});
     if (rc != 0) {
         fprintf(stderr, "prime_pool: crew_pool_create: %s\n", crew_strerror(rc));
         return 1;
@@ -119,8 +130,8 @@ int main(int argc, char **argv) {
 
     int cpus = crew_cpu_count();
     size_t cores = used < (size_t)cpus ? used : (size_t)cpus;
-    printf("sum of primes <= n, %d targets, %zu worker(s) (crew_cpu_count %d)\n", NTARGETS, used,
-           cpus);
+    printf("sum of primes <= n, %d targets, %zu %s (crew_cpu_count %d)\n", NTARGETS, used,
+           kind == CREW_PROCESSES ? "process(es)" : "thread(s)", cpus);
     printf("serial: %.3f s\n", serial_s);
     printf("pool:   %.3f s\n", pool_s);
     printf("speed-up: %.2fx (parallel efficiency %.0f%% on %zu cpu(s))\n", serial_s / pool_s,

@@ -10,12 +10,15 @@
  *     pool2.close(); pool2.join()
  *
  * In crew a list of arguments is an array of structs, and a tuple of
- * results is a struct too.
+ * results is a struct too. The pools are threads, or with --processes
+ * processes, as in the tutorial: the items and results then travel through
+ * the shared arena, and the output is the same.
  *
- * usage: sum_pool [--quick]   (--quick is accepted for the tests; the
- * program is small either way). Exits 1 on a wrong result.
+ * usage: sum_pool [--processes] [--quick]   (--quick is accepted for the
+ * tests; the program is small either way). Exits 1 on a wrong result.
  */
 #include <stdio.h>
+#include <string.h>
 
 #include <crew.h>
 
@@ -53,9 +56,13 @@ static int fail(const char *what, int rc) {
     return 1;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    crew_pool_kind kind = CREW_THREADS;
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--processes") == 0)
+            kind = CREW_PROCESSES;
     crew_pool *pool, *pool2;
-    int rc = crew_pool_create(&pool, &(crew_pool_options){.workers = 2});
+    int rc = crew_pool_create(&pool, &(crew_pool_options){.kind = kind, .workers = 2});
     if (rc != 0)
         return fail("crew_pool_create", rc);
     span spans[2] = {{1, 1000000}, {1000000, 10000000}};
@@ -67,7 +74,7 @@ int main(void) {
         return fail("crew_pool_map", rc);
     printf("[%ld, %ld]\n", sums[0], sums[1]);
 
-    rc = crew_pool_create(&pool2, &(crew_pool_options){.workers = 4});
+    rc = crew_pool_create(&pool2, &(crew_pool_options){.kind = kind, .workers = 4});
     if (rc != 0)
         return fail("crew_pool_create", rc);
     static long xs[COUNT];

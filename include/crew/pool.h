@@ -31,8 +31,8 @@
  *
  * Process pools (CREW_PROCESSES): the same scheduler runs in this process,
  * but each worker thread runs the user's code (tasks, loop bodies, the
- * initializer) in a child process of its own, forked from that thread when
- * the pool is created and replaced when it dies. Futures, callbacks,
+ * initializer) in a child process of its own, started when the pool is
+ * created and replaced, at the worker's next call, when it dies. Futures, callbacks,
  * progress and imap's input callback stay in this process. What differs
  * from a thread pool:
  *  - a child sees this process's memory as it was when it was forked.
@@ -47,7 +47,8 @@
  *  - a child that dies (a signal, _exit, the OOM killer) fails only what it
  *    was running, with CREW_EWORKERDIED: the item (map, imap, submit) or the
  *    piece of a for/reduce, after `retries` attempts on a new child. The
- *    pool replaces the child and goes on; nothing hangs.
+ *    pool replaces the child and goes on; nothing hangs. (One that died
+ *    idle fails nothing.)
  *  - terminate kills the children at once: what they ran fails with
  *    CREW_ECANCELED.
  *  - after a failure, the rest of a map is skipped a chunk at a time.
@@ -145,8 +146,9 @@ CREW_API void crew_pool_free(crew_pool *pool);
 /* The number of workers. */
 CREW_API size_t crew_pool_workers(const crew_pool *pool);
 
-/* CREW_PROCESSES: how many worker processes have died so far (killed, or
- * exited in a task; recycling by max_tasks_per_child does not count), and
+/* CREW_PROCESSES: how many worker processes have died so far (killed, by
+ * terminate too, or exited in a task; recycling by max_tasks_per_child does
+ * not count), and
  * how the last one ended (*last gets its exit status, or minus the signal
  * that killed it, as crew_process_exitcode; left alone when none died). A
  * task that was running in it failed with CREW_EWORKERDIED (after the

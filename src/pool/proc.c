@@ -2,10 +2,11 @@
  * process (process pools).
  *
  * A process pool is a thread pool whose worker threads do not run user code
- * themselves: each worker thread owns one child process, forked from that
- * thread (so PR_SET_PDEATHSIG, which fires when the forking thread ends,
- * fires only when the pool is gone), and ships every crew__call to it. All
- * scheduling, futures, callbacks and progress stay in the parent.
+ * themselves: each worker thread owns one child process (started with
+ * crew_process_start, whose long-lived forker thread does the fork, so the
+ * children's PR_SET_PDEATHSIG fires only when this process ends) and ships
+ * every crew__call to it. All scheduling, futures, callbacks and progress
+ * stay in the parent.
  *
  * The worker thread and its child talk through a `mailbox` in the shared
  * arena (mapped before any child is forked, so it is at the same address in
@@ -23,10 +24,12 @@
  * pidfd, so a child's death wakes it at once.
  *
  * When the child has died (the pidfd says so; without pidfds a 20 ms poll
- * looks), the items before call.ran are done and the item
+ * looks) after it picked the call up (`taken`), the items before call.ran are done and the item
  * at call.ran is the one it held: that item (or, for a for/reduce piece, the
  * whole piece) is retried on a new child up to `retries` times, then fails
- * with CREW_EWORKERDIED; the rest of the call goes on on the new child.
+ * with CREW_EWORKERDIED; the rest of the call goes on on the new child. A
+ * child that died idle, before taking the call, is replaced and the call
+ * posted to the new one: it ran nothing.
  */
 #include <errno.h>
 #include <limits.h>
@@ -84,6 +87,7 @@ struct crew__mailbox {
     _Atomic uint32_t child_sleeps;
     _Atomic uint32_t parent_sleeps;
     _Atomic uint32_t ready;         /* child: 1 once its initializer ran (futex) */
+    _Atomic uint32_t taken;         /* child: the last req it picked up */
     int bell;                       /* eventfd the child writes when the parent sleeps */
     _Atomic int quit;               /* parent: the next post means "exit" */
     int init_rc;                    /* the child's initializer result */
@@ -143,6 +147,7 @@ static int child_main(void *arg) {
             spin = 0;
         }
         seen = r;
+        atomic_store(&mb->taken, r); /* from here a death is this call's */
         if (atomic_load(&mb->quit)) return 0;
         mb->rc = crew__call_exec(&mb->call);
         calls++;
@@ -292,6 +297,9 @@ static int await_done(crew__worker *w, uint32_t r) {
     return 0;
 }
 
+/* attempt(): the child died before taking the call. */
+#define NOT_TAKEN 1
+
 /* One attempt: run items c->ran .. c->n-1 (or the whole piece) in w's
  * child. Advances c->ran over the items done. 0/the call's code, or
  * CREW_EWORKERDIED. */
@@ -327,6 +335,9 @@ static int attempt(crew__worker *w, crew__call *c) {
     uint32_t r = atomic_fetch_add(&mb->req, 1) + 1;
     if (atomic_load(&mb->child_sleeps)) crew__futex_wake(&mb->req, 1, true);
     int died = await_done(w, r);
+    /* A child that died before it picked the call up (killed while idle)
+     * ran nothing of it: the call goes to the replacement as it is. */
+    if (died && atomic_load(&mb->taken) != r) return NOT_TAKEN;
     /* Items the child finished (all of them, or those before the one it
      * died in): take their results. */
     size_t ran = m->ran;
@@ -352,13 +363,14 @@ int crew__call_run(crew__worker *w, crew__call *c) {
             if (rc != 0) return rc == CREW_EWORKERDIED ? rc : rc;
         }
         int rc = attempt(w, c);
-        if (rc != CREW_EWORKERDIED) return rc;
+        if (rc != CREW_EWORKERDIED && rc != NOT_TAKEN) return rc;
         int status = 0;
         crew_process_join(w->child, CREW_FOREVER);
         if (crew_process_exitcode(w->child, &status) == 0) atomic_store(&pool->last_death, status);
         drop_child(w);
         atomic_fetch_add(&pool->worker_deaths, 1);
         if (atomic_load(&pool->terminating)) return CREW_ECANCELED;
+        if (rc == NOT_TAKEN) continue; /* nothing ran: not this call's failure */
         if (tries++ < pool->retries) continue; /* the same item (or piece) again */
         if (c->op != CREW__CALL_ITEMS || !c->keep_going) return CREW_EWORKERDIED;
         /* imap: that item failed; the rest go on. */
