@@ -187,6 +187,18 @@ void crew__proc_release(crew_pool *pool) {
     }
 }
 
+/* Count a child that died (already reaped) and keep how it ended. */
+static void note_death(crew_pool *pool, crew_process *p) {
+    int status = 0;
+    if (crew_process_exitcode(p, &status) == 0) atomic_store(&pool->last_death, status);
+    atomic_fetch_add(&pool->worker_deaths, 1);
+}
+
+/* A replacement that dies in its initializer is started again this many
+ * times in a row before the call fails: a crashing initializer must not
+ * make the pool fork forever (Python's Pool does). */
+#define SPAWN_TRIES 5
+
 /* Start w's child and wait for its initializer. 0, the initializer's code,
  * CREW_EWORKERDIED (it died first), or crew_process_start's error. */
 static int spawn(crew__worker *w) {
@@ -202,6 +214,7 @@ static int spawn(crew__worker *w) {
         crew__deadline slice = {.ns = crew__now_ns() + 20 * 1000 * 1000, .is_try = false};
         crew__futex_wait(&mb->ready, 0, &slice, true);
         if (atomic_load(&mb->ready) == 0 && !crew_process_is_alive(p)) {
+            note_death(w->pool, p);
             crew_process_free(p);
             return CREW_EWORKERDIED;
         }
@@ -358,17 +371,18 @@ int crew__call_run(crew__worker *w, crew__call *c) {
     unsigned tries = 0;
     for (;;) {
         if (atomic_load(&pool->terminating)) return CREW_ECANCELED;
-        if (!w->child) {
+        for (int k = 0; !w->child; k++) {
+            /* A replacement that died in its initializer ran nothing of
+             * this call: start another, a few times. */
             int rc = spawn(w);
-            if (rc != 0) return rc == CREW_EWORKERDIED ? rc : rc;
+            if (rc != 0 && (rc != CREW_EWORKERDIED || k + 1 == SPAWN_TRIES)) return rc;
+            if (atomic_load(&pool->terminating)) return CREW_ECANCELED;
         }
         int rc = attempt(w, c);
         if (rc != CREW_EWORKERDIED && rc != NOT_TAKEN) return rc;
-        int status = 0;
         crew_process_join(w->child, CREW_FOREVER);
-        if (crew_process_exitcode(w->child, &status) == 0) atomic_store(&pool->last_death, status);
+        note_death(pool, w->child);
         drop_child(w);
-        atomic_fetch_add(&pool->worker_deaths, 1);
         if (atomic_load(&pool->terminating)) return CREW_ECANCELED;
         if (rc == NOT_TAKEN) continue; /* nothing ran: not this call's failure */
         if (tries++ < pool->retries) continue; /* the same item (or piece) again */
