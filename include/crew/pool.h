@@ -118,8 +118,9 @@ typedef struct crew_pool_options {
 
 /* Start a pool (opts may be NULL). Returns 0 and *out once every worker has
  * run its initializer; CREW_EINVAL (bad options), CREW_ENOSYS (a kind not
- * built), CREW_EAGAIN (the system refused a thread), CREW_ENOMEM, or the
- * initializer's code. Blocks while workers start. */
+ * built), CREW_EAGAIN (the system refused a thread or process), CREW_ENOMEM,
+ * the initializer's code, or CREW_EWORKERDIED (a worker process died in
+ * it). Nothing is left running on failure. Blocks while workers start. */
 CREW_API int crew_pool_create(crew_pool **out, const crew_pool_options *opts);
 
 /* Accept no more work from outside the pool: submit/map/for/imap called
