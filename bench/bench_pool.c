@@ -41,6 +41,8 @@
 #include <unistd.h>
 
 #include <crew.h>
+
+#include "bench_cli.h"
 #include <crew/pool.h>
 
 #include "baselines/pool_baselines.h"
@@ -512,54 +514,23 @@ static void bench_primes(bool quick) {
 
 /* ----------------------------------------------------------------- main */
 
-static void usage(FILE *to) { fprintf(to, "usage: bench_pool [--quick] [--workers N] [empty|for|pi|primes]...\n"); }
-
 static const char *const section_names[] = {"empty", "for", "pi", "primes"};
 static void (*const sections[])(bool) = {bench_empty, bench_for, bench_pi, bench_primes};
 #define NSECTIONS (sizeof sections / sizeof sections[0])
 
 int main(int argc, char **argv) {
-    bool quick = false, chosen[NSECTIONS] = {false}, any_chosen = false;
+    bool quick = false, chosen[NSECTIONS] = {false};
     cpus = crew_cpu_count();
     workers = cpus;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--quick") == 0) {
-            quick = true;
-        } else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc) {
-            char *end;
-            long w = strtol(argv[++i], &end, 10);
-            if (*argv[i] == '\0' || *end != '\0' || w < 1 || w > 1024) {
-                fprintf(stderr, "bench_pool: --workers must be 1..1024, not '%s'\n", argv[i]);
-                return 2;
-            }
-            workers = (int)w;
-        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage(stdout);
-            return 0;
-        } else {
-            size_t k = 0;
-            while (k < NSECTIONS && strcmp(argv[i], section_names[k]) != 0)
-                k++;
-            if (k == NSECTIONS) {
-                usage(stderr);
-                return 2;
-            }
-            chosen[k] = any_chosen = true;
-        }
-    }
+    int end = bench_cli(argc, argv, "bench_pool", section_names, NSECTIONS, chosen, &quick, &workers);
+    if (end >= 0) return end;
     alarm(quick ? 300 : 1200); /* a hang ends the run */
 
     printf("bench_pool: crew %s, %d cpu(s), %d worker(s), build type %s%s, %s run\n", crew_version(), cpus, workers,
            CREW_BENCH_BUILD_TYPE, strcmp(CREW_BENCH_BUILD_TYPE, "Debug") == 0 ? " (DEBUG: figures meaningless)" : "",
            quick ? "quick" : "full");
     /* The machine may be shared: say how busy it was. */
-    FILE *la = fopen("/proc/loadavg", "r");
-    double load1 = -1;
-    if (la) {
-        if (fscanf(la, "%lf", &load1) != 1)
-            load1 = -1;
-        fclose(la);
-    }
+    double load1 = bench_load();
     if (load1 >= 0)
         printf("load average (1 min) at start: %.2f\n", load1);
     int rc = crew_pool_create(&pool, &(crew_pool_options){.workers = (size_t)workers, .name = "bench"});
@@ -590,7 +561,7 @@ int main(int argc, char **argv) {
     settle();
 
     for (size_t k = 0; k < NSECTIONS; k++)
-        if (!any_chosen || chosen[k])
+        if (chosen[k])
             sections[k](quick);
 
     crew_pool_free(pool);

@@ -51,6 +51,8 @@
 
 #include <crew.h>
 
+#include "bench_cli.h"
+
 #include "pool_bodies.h"
 
 #ifndef CREW_BENCH_BUILD_TYPE
@@ -657,56 +659,23 @@ out:
 
 /* ----------------------------------------------------------------- main */
 
-static void usage(FILE *to) {
-    fprintf(to, "usage: bench_proc [--quick] [--workers N] [tasks|pi|multiply|recovery]...\n");
-}
-
 static const char *const section_names[] = {"tasks", "pi", "multiply", "recovery"};
 static void (*const sections[])(bool) = {bench_tasks, bench_pi, bench_multiply, bench_recovery};
 #define NSECTIONS (sizeof sections / sizeof sections[0])
 
 int main(int argc, char **argv) {
-    bool quick = false, chosen[NSECTIONS] = {false}, any_chosen = false;
+    bool quick = false, chosen[NSECTIONS] = {false};
     cpus = crew_cpu_count();
     workers = cpus;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--quick") == 0) {
-            quick = true;
-        } else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc) {
-            char *end;
-            long w = strtol(argv[++i], &end, 10);
-            if (*argv[i] == '\0' || *end != '\0' || w < 1 || w > 1024) {
-                fprintf(stderr, "bench_proc: --workers must be 1..1024, not '%s'\n", argv[i]);
-                return 2;
-            }
-            workers = (int)w;
-        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage(stdout);
-            return 0;
-        } else {
-            size_t k = 0;
-            while (k < NSECTIONS && strcmp(argv[i], section_names[k]) != 0)
-                k++;
-            if (k == NSECTIONS) {
-                usage(stderr);
-                return 2;
-            }
-            chosen[k] = any_chosen = true;
-        }
-    }
+    int end = bench_cli(argc, argv, "bench_proc", section_names, NSECTIONS, chosen, &quick, &workers);
+    if (end >= 0) return end;
     alarm(quick ? 300 : 1200); /* a hang ends the run */
 
     printf("bench_proc: crew %s, %d cpu(s), %d worker(s) (tasks: %d), build type %s%s, %s run\n", crew_version(),
            cpus, workers, TASK_WORKERS, CREW_BENCH_BUILD_TYPE,
            strcmp(CREW_BENCH_BUILD_TYPE, "Debug") == 0 ? " (DEBUG: figures meaningless)" : "",
            quick ? "quick" : "full");
-    FILE *la = fopen("/proc/loadavg", "r");
-    double load1 = -1;
-    if (la) {
-        if (fscanf(la, "%lf", &load1) != 1)
-            load1 = -1;
-        fclose(la);
-    }
+    double load1 = bench_load();
     if (load1 >= 0)
         printf("load average (1 min) at start: %.2f\n", load1);
     int rc = crew_shm_setup(NULL); /* the arena, before any pool forks */
@@ -717,7 +686,7 @@ int main(int argc, char **argv) {
     fflush(stdout);
 
     for (size_t k = 0; k < NSECTIONS; k++)
-        if (!any_chosen || chosen[k])
+        if (chosen[k])
             sections[k](quick);
     return failures ? 1 : 0;
 }
