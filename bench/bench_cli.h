@@ -1,8 +1,16 @@
 /* The command line and run header shared by bench_pool and bench_proc:
  *   <prog> [--quick] [--workers N] [section...]
- * (sections named: only those run; none named: all of them). */
+ * (sections named: only those run; none named: all of them), and the
+ * defaults of what bench/CMakeLists.txt defines for them. */
 #ifndef CREW_BENCH_CLI_H
 #define CREW_BENCH_CLI_H
+
+#ifndef CREW_BENCH_BUILD_TYPE
+#define CREW_BENCH_BUILD_TYPE "unknown"
+#endif
+#ifndef CREW_BENCH_PYDIR
+#define CREW_BENCH_PYDIR "bench/baselines/python"
+#endif
 
 #include <stdbool.h>
 #include <stdio.h>

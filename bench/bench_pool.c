@@ -43,17 +43,10 @@
 #include <crew.h>
 
 #include "bench_cli.h"
-#include <crew/pool.h>
 
 #include "baselines/pool_baselines.h"
 #include "pool_bodies.h"
 
-#ifndef CREW_BENCH_BUILD_TYPE
-#define CREW_BENCH_BUILD_TYPE "unknown"
-#endif
-#ifndef CREW_BENCH_PYDIR
-#define CREW_BENCH_PYDIR "bench/baselines/python"
-#endif
 #ifndef CREW_BENCH_HAVE_OPENMP
 #define CREW_BENCH_HAVE_OPENMP 0
 #endif

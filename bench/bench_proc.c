@@ -55,12 +55,6 @@
 
 #include "pool_bodies.h"
 
-#ifndef CREW_BENCH_BUILD_TYPE
-#define CREW_BENCH_BUILD_TYPE "unknown"
-#endif
-#ifndef CREW_BENCH_PYDIR
-#define CREW_BENCH_PYDIR "bench/baselines/python"
-#endif
 
 #define PAUSE_S 0.1 /* after each parallel run */
 #define PI_SEED 20261122u
