@@ -33,6 +33,7 @@
 
 #include "crew/clock.h"
 #include "crew/error.h"
+#include "block_cache.h"
 #include "crew/sync.h"
 #include "deadline.h"
 #include "future_internal.h"
@@ -107,89 +108,13 @@ static size_t round_up_align(size_t n) {
     return (n + _Alignof(max_align_t) - 1) & ~(size_t)(_Alignof(max_align_t) - 1);
 }
 
-/* A per-thread cache of future blocks of one size class, so that a pool's
- * submit-complete-free cycle costs no trip through malloc: blocks up to
- * BLOCK_SIZE bytes come from and go back to the calling thread's cache (any
- * thread may free a block another allocated: they are all alike), up to
- * CACHE_MAX of them; the rest use malloc. A thread's cache is freed when
- * the thread exits. Off under AddressSanitizer, so that it keeps finding
- * use-after-free. */
-#define BLOCK_SIZE 192
-#define CACHE_MAX 512
-
-#if defined(__SANITIZE_ADDRESS__)
-#define CREW__FUTURE_CACHE 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define CREW__FUTURE_CACHE 0
-#endif
-#endif
-#ifndef CREW__FUTURE_CACHE
-#define CREW__FUTURE_CACHE 1
-#endif
-
-#if CREW__FUTURE_CACHE
-typedef struct block {
-    struct block *next;
-} block;
-
-static CREW__TLS block *cache_head;
-static CREW__TLS unsigned cache_len;
-static pthread_key_t cache_key;
-static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
-
-static void cache_drain(void *unused) {
-    (void)unused;
-    while (cache_head) {
-        block *b = cache_head;
-        cache_head = b->next;
-        free(b);
-    }
-    cache_len = 0;
-}
-
-static void cache_key_create(void) { pthread_key_create(&cache_key, cache_drain); }
-
-static void *block_alloc(size_t size) {
-    if (size <= BLOCK_SIZE && cache_head) {
-        block *b = cache_head;
-        cache_head = b->next;
-        cache_len--;
-        return b;
-    }
-    return malloc(size <= BLOCK_SIZE ? BLOCK_SIZE : size);
-}
-
-static void block_free(void *p, size_t size) {
-    if (size <= BLOCK_SIZE && cache_len < CACHE_MAX) {
-        if (cache_len == 0 && cache_head == NULL) {
-            /* The thread's first cached block: arrange the drain at exit. */
-            pthread_once(&cache_once, cache_key_create);
-            pthread_setspecific(cache_key, (void *)1);
-        }
-        block *b = p;
-        b->next = cache_head;
-        cache_head = b;
-        cache_len++;
-        return;
-    }
-    free(p);
-}
-#else
-static void *block_alloc(size_t size) { return malloc(size); }
-static void block_free(void *p, size_t size) {
-    (void)size;
-    free(p);
-}
-#endif
-
 static size_t block_size(const crew_future *f) { return f->block_size; }
 
 int crew__future_create_ex(crew_future **out, size_t result_size, size_t extra, void **extra_out, int refs) {
     if (out == NULL || result_size > ((size_t)1 << 40) || extra > ((size_t)1 << 40)) return CREW_EINVAL;
     size_t rs = round_up_align(result_size);
     size_t size = sizeof(crew_future) + rs + extra;
-    crew_future *f = block_alloc(size);
+    crew_future *f = crew__block_alloc(size);
     if (!f) return CREW_ENOMEM;
     memset(f, 0, sizeof *f);
     if (extra_out) *extra_out = f->result + rs;
@@ -225,7 +150,7 @@ void crew_future_free(crew_future *future) {
         free(r);
         r = next;
     }
-    block_free(future, block_size(future));
+    crew__block_free(future, block_size(future));
 }
 
 /* --------------------------------------------------------------- waiters */
