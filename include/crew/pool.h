@@ -16,6 +16,8 @@
  *               as they finish, inputs optionally pulled lazily
  *   for/reduce  a loop body over an index range, split adaptively (OpenMP's
  *               parallel for / reduction, TBB's parallel_for/reduce)
+ *   group       many fn(arg) calls without a future each, then one wait for
+ *               all (oneTBB's task_group, OpenMP's task + taskwait)
  *
  * The thread pool schedules by work stealing: each worker owns a deque of
  * tasks and steals from the others when it runs dry; work from outside the
@@ -196,6 +198,66 @@ typedef struct crew_task {
  * for its submitter to do something after the submit, except through the
  * pool (futures, map, ...). */
 CREW_API int crew_pool_submit(crew_pool *pool, const crew_task *task, crew_future **out);
+
+/* ------------------------------------------------------------------ group */
+
+/* A task group: run many functions on the pool, fire and forget, then wait
+ * for all of them at once (oneTBB's task_group, OpenMP's task + taskwait,
+ * Python's asyncio.TaskGroup). Cheaper than submit when no task needs a
+ * result of its own: a group's task carries no future, and its error goes
+ * to the group. The first failure cancels the group: its tasks that have
+ * not started are skipped, and crew_group_wait returns that failure.
+ * Any thread may add tasks, the group's own tasks included (recursive
+ * splitting: a task adds its sub-tasks to the group it runs in).
+ *
+ * Throttling: a thread pool's worker that adds a task while 64 tasks
+ * already wait on its own deque, or an outside thread while 64 per worker
+ * wait in the pool's shared queue, runs the task at once, in the calling
+ * thread, before crew_group_run returns (as OpenMP runtimes do with tasks,
+ * and as Java's CallerRunsPolicy does); the queue stays short and no
+ * parallelism is lost. So a group's task must not wait for something its
+ * adder does after adding it. A process pool runs every task in a child:
+ * `arg` is passed as is, and must mean the same there (global memory set
+ * before the pool was created, the arena, or a number cast to a pointer). */
+typedef struct crew_group crew_group;
+
+/* A group's task: return 0, or a negative code that fails the group (a
+ * positive return counts as CREW_EINVAL). */
+typedef int (*crew_group_fn)(void *arg);
+
+/* Make an empty group on `pool`. 0, CREW_EINVAL, CREW_ENOMEM. Never blocks.
+ * Safe in a process pool's child (its tasks then run at once there). */
+CREW_API int crew_group_create(crew_group **out, crew_pool *pool);
+
+/* Run fn(arg) on the pool as part of the group. 0 (queued, or run at once
+ * as described above: a failure then goes to the group, not to this
+ * call); CREW_ECANCELED (the group is cancelled or failed: nothing is
+ * queued), CREW_ESHUTDOWN (pool closed, from outside the pool),
+ * CREW_ECHILD (another process's pool), CREW_EINVAL, CREW_ENOMEM. Does not
+ * block except to run a task at once. max_pending does not apply. */
+CREW_API int crew_group_run(crew_group *g, crew_group_fn fn, void *arg);
+
+/* Wait up to `timeout` for every task of the group to finish. Returns 0
+ * when all succeeded, else the first failure's code, or CREW_ECANCELED
+ * (cancelled, or its tasks were dropped by crew_pool_terminate); the group
+ * is then empty and no longer cancelled, ready to be used again.
+ * CREW_ETIMEDOUT: tasks are still running (wait again later). Blocks; a
+ * worker of the pool waiting on it runs other tasks meanwhile. */
+CREW_API int crew_group_wait(crew_group *g, double timeout);
+
+/* Cancel the group: its tasks not yet started are skipped, and
+ * crew_group_wait returns CREW_ECANCELED (unless a task failed first).
+ * Running tasks finish; they may poll crew_group_cancelled to stop early.
+ * 0 or CREW_EINVAL. Never blocks. */
+CREW_API int crew_group_cancel(crew_group *g);
+
+/* Whether the group was cancelled or one of its tasks failed (thread pools;
+ * in a process pool's child it reads a stale copy). Never blocks. */
+CREW_API bool crew_group_cancelled(const crew_group *g);
+
+/* Cancel what has not started, wait for the rest, and release the group
+ * (NULL does nothing). Must not be called from one of the group's tasks. */
+CREW_API void crew_group_free(crew_group *g);
 
 /* -------------------------------------------------------------------- map */
 

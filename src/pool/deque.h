@@ -139,6 +139,15 @@ static inline int64_t crew__deque_depth(crew__deque *d) {
     return b - d->top_seen;
 }
 
+/* Owner: whether the deque holds at least n tasks (a snapshot). Reads the
+ * thieves' `top` only when the cached bound says it might. */
+static inline bool crew__deque_deeper(crew__deque *d, int64_t n) {
+    int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
+    if (b - d->top_seen < n) return false;
+    d->top_seen = atomic_load_explicit(&d->top, memory_order_relaxed);
+    return b - d->top_seen >= n;
+}
+
 /* A snapshot: whether the deque looks non-empty. */
 static inline bool crew__deque_busy(crew__deque *d) {
     return atomic_load_explicit(&d->top, memory_order_seq_cst) <

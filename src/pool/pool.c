@@ -32,22 +32,17 @@ static bool foreign(const crew_pool *pool) { return pool->pid != crew__pid(); }
 
 /* ------------------------------------------------------------ accounting */
 
-/* A single writer's counter: a plain increment, published with release. */
-static void bump(_Atomic size_t *c) {
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1, memory_order_release);
-}
-
 void crew__pool_count(crew_pool *pool) {
     crew__worker *w = crew__pool_self(pool);
-    if (w) bump(&w->accepted);
+    if (w) crew__bump(&w->accepted);
     else atomic_fetch_add(&pool->ext_accepted, 1);
 }
 
 int crew__pool_accept(crew_pool *pool) {
     if (foreign(pool)) return CREW_ECHILD;
     crew__pool_count(pool);
-    /* A worker's work is part of work accepted already: allowed after close. */
-    if (atomic_load(&pool->closed) && !crew__pool_self(pool)) {
+    /* A task's work is part of work accepted already: allowed after close. */
+    if (atomic_load(&pool->closed) && !crew__pool_inside(pool)) {
         crew__pool_done(pool);
         return CREW_ESHUTDOWN;
     }
@@ -57,7 +52,7 @@ int crew__pool_accept(crew_pool *pool) {
 void crew__pool_done(crew_pool *pool) {
     crew__worker *w = crew__pool_self(pool);
     if (w) {
-        bump(&w->completed); /* joiners are woken when w goes idle */
+        crew__bump(&w->completed); /* joiners are woken when w goes idle */
         return;
     }
     atomic_fetch_add(&pool->ext_completed, 1);

@@ -143,6 +143,15 @@ void crew__pool_notify(crew_pool *pool);
  * thread's task index). */
 void crew__pool_run(crew__worker *w, crew__task *t);
 
+/* Whether the calling thread runs one of the pool's tasks: a worker, or a
+ * thread outside running a group's task at once (crew__pool_run_guest). */
+bool crew__pool_inside(const crew_pool *pool);
+
+/* Run a group's fn(arg) at once in a thread that is not one of the pool's
+ * workers, as one of its tasks (crew_pool_current gives the pool; no item
+ * index). Returns fn's code (a positive one as CREW_EINVAL). */
+int crew__pool_run_guest(crew_pool *pool, crew_group_fn fn, void *arg);
+
 /* Start the worker threads (pool fields set); 0 or CREW_EAGAIN/ENOMEM. */
 int crew__pool_start_workers(crew_pool *pool);
 /* Wake every sleeper (stop, terminate). */
@@ -166,6 +175,12 @@ void crew__latch_wait(crew_pool *pool, crew__latch *l);
 static inline bool crew__latch_is_set(crew__latch *l) { return atomic_load(&l->state) == 1; }
 
 /* ------------------------------------------------------------- pool.c */
+
+/* A single writer's counter (a worker's accepted/completed): a plain
+ * increment, published with release. */
+static inline void crew__bump(_Atomic size_t *c) {
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1, memory_order_release);
+}
 
 /* Accept a unit of outside work: CREW_ESHUTDOWN after close (unless the
  * caller is one of the pool's workers, whose work was accepted already),

@@ -37,6 +37,8 @@
 
 CREW__TLS size_t crew__pool_index = SIZE_MAX;
 static CREW__TLS crew__worker *self;
+/* The pool whose task a thread outside it runs at once (crew_group_run). */
+static CREW__TLS crew_pool *guest;
 
 /* How many rounds a worker looks for work before it sleeps. */
 enum { SPIN_ROUNDS = 64 };
@@ -46,7 +48,23 @@ crew__worker *crew__pool_self(const crew_pool *pool) {
     return w && w->pool == pool ? w : NULL;
 }
 
-crew_pool *crew_pool_current(void) { return self ? self->pool : crew__proc_child_pool(); }
+crew_pool *crew_pool_current(void) {
+    if (self) return self->pool;
+    return guest ? guest : crew__proc_child_pool();
+}
+
+bool crew__pool_inside(const crew_pool *pool) { return crew__pool_self(pool) != NULL || guest == pool; }
+
+int crew__pool_run_guest(crew_pool *pool, crew_group_fn fn, void *arg) {
+    crew_pool *saved_guest = guest;
+    size_t saved_index = crew__pool_index;
+    guest = pool;
+    crew__pool_index = SIZE_MAX;
+    int rc = fn(arg);
+    guest = saved_guest;
+    crew__pool_index = saved_index;
+    return rc > 0 ? CREW_EINVAL : rc;
+}
 
 size_t crew_pool_task_index(void) { return crew__pool_index; }
 
