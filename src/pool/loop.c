@@ -255,6 +255,12 @@ static void run_root(crew__worker *w, loop_call *c, void *acc, bool migrated) {
         if (c->kind == LOOP_REDUCE) memcpy(acc, c->r.identity, c->r.size);
         return;
     }
+    /* The range is about to be cut for every worker: wake the idle ones
+     * now, all at once (the one running this is awake already). */
+    if (w) {
+        size_t pieces = c->nunits / c->grain;
+        crew__pool_wake_more(c->pool, (pieces < splits ? pieces : splits) - (pieces != 0));
+    }
     if (c->kind == LOOP_REDUCE) reduce_tree(w, c, 0, c->nunits, acc, splits, migrated);
     else split_range(w, c, 0, c->nunits, splits, migrated);
 }

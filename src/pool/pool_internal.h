@@ -136,6 +136,11 @@ int crew__pool_push(crew_pool *pool, crew__task *t);
  * (CREW_ETIMEDOUT): the waiting loop of a worker in a nested wait. */
 int crew__pool_help(crew__worker *w, bool (*ready)(void *), void *arg, const crew__deadline *d);
 
+/* Wake up to n more sleeping workers: work that will soon split into that
+ * many pieces was just queued (a loop's root), so their wake-ups overlap
+ * instead of following one another as each splits. */
+void crew__pool_wake_more(crew_pool *pool, size_t n);
+
 /* Something a helper may wait for has completed: wake helpers that sleep. */
 void crew__pool_notify(crew_pool *pool);
 

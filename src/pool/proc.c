@@ -66,15 +66,26 @@ int crew__call_exec(crew__call *c) {
     default:
         break;
     }
-    for (; c->ran < c->n; c->ran++) {
-        size_t j = c->ran;
-        if (stopped(c)) return 0;
-        crew__pool_index = c->first + j;
-        const void *in = c->in_size ? (const char *)c->in + j * c->in_size : c->in;
-        void *out = c->out_size ? (char *)c->out + j * c->out_size : c->out;
-        int rc = code(c->fn(in, out, c->ctx));
-        if (c->keep_going) c->rcs[j] = rc;
-        else if (rc != 0) return rc;
+    /* The call's fields in locals (fn may write anywhere, so the compiler
+     * would reload them around every call); c->ran is still stored after
+     * each item: a process pool's parent reads it when the child dies. */
+    const size_t n = c->n, first = c->first, in_size = c->in_size, out_size = c->out_size;
+    const char *in = c->in;
+    char *out = c->out;
+    const crew_task_fn fn = c->fn;
+    void *const ctx = c->ctx;
+    int *const rcs = c->keep_going ? c->rcs : NULL;
+    const bool check = c->stop || c->stop2;
+    for (size_t j = c->ran; j < n; j++) {
+        if (check && stopped(c)) return 0;
+        crew__pool_index = first + j;
+        int rc = code(fn(in_size ? in + j * in_size : in, out_size ? out + j * out_size : out, ctx));
+        if (rcs) {
+            rcs[j] = rc;
+        } else if (rc != 0) {
+            return rc;
+        }
+        c->ran = j + 1;
     }
     return 0;
 }
@@ -116,10 +127,30 @@ static size_t align16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 /* ------------------------------------------------------------------ child */
 
-/* Polls of the other side before sleeping: a few microseconds, which
- * covers a short call's round trip without holding a core for long when
- * the machine is busy. */
-enum { SPIN = 1000 };
+/* How each side waits for the other (the child for the next call, the
+ * parent for a call's end): a few quick polls, then polls that yield the
+ * CPU for up to POLL_NS, then sleep. POLL_NS is longer than the gap between
+ * two calls of one map (the parent copies results out and the next inputs
+ * in) and than a short call, so a busy map's round trips never sleep; and
+ * as each poll yields, a poller never holds up the process it waits for
+ * when there are more of them than cores. An idle pool sleeps after
+ * POLL_NS. */
+enum { SPIN = 64 };
+#define POLL_NS (200 * 1000)
+
+/* The poll loop: false while polling should go on, true when it is time to
+ * sleep. `since` is 0 on the first call. */
+static bool poll_expired(int spin, int64_t *since) {
+    if (spin < SPIN) {
+        crew__cpu_relax();
+        return false;
+    }
+    int64_t now = crew__now_ns();
+    if (*since == 0) *since = now;
+    if (now - *since >= POLL_NS) return true;
+    sched_yield();
+    return false;
+}
 
 static int child_main(void *arg) {
     crew__worker *w = arg;
@@ -136,15 +167,14 @@ static int child_main(void *arg) {
     size_t calls = 0;
     for (;;) {
         uint32_t r;
+        int64_t since = 0;
         for (int spin = 0; (r = atomic_load(&mb->req)) == seen; spin++) {
-            if (spin < SPIN) {
-                crew__cpu_relax();
-                continue;
-            }
+            if (!poll_expired(spin, &since)) continue;
             atomic_store(&mb->child_sleeps, 1);
             if (atomic_load(&mb->req) == seen) crew__futex_wait(&mb->req, seen, NULL, true);
             atomic_store(&mb->child_sleeps, 0);
             spin = 0;
+            since = 0;
         }
         seen = r;
         atomic_store(&mb->taken, r); /* from here a death is this call's */
@@ -284,11 +314,9 @@ static bool shared_ok(const void *p, size_t n) {
  * child ended first. (Without pidfds, a death is noticed within 20 ms.) */
 static int await_done(crew__worker *w, uint32_t r) {
     crew__mailbox *mb = w->mb;
+    int64_t since = 0;
     for (int spin = 0; atomic_load(&mb->done) != r; spin++) {
-        if (spin < SPIN) {
-            crew__cpu_relax();
-            continue;
-        }
+        if (!poll_expired(spin, &since)) continue;
         /* Sleep until the child rings (it does when parent_sleeps is set)
          * or ends (its pidfd polls readable): a death is seen at once. */
         atomic_store(&mb->parent_sleeps, 1);
@@ -305,7 +333,8 @@ static int await_done(crew__worker *w, uint32_t r) {
             if (atomic_load(&mb->done) == r) return 0; /* finished, then exited */
             return CREW_EWORKERDIED;
         }
-        spin = SPIN - 64;
+        spin = SPIN; /* a ring or a timeout: poll briefly, then sleep again */
+        since = crew__now_ns() - POLL_NS + 20 * 1000;
     }
     return 0;
 }

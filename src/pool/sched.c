@@ -85,6 +85,11 @@ static void work_published(crew_pool *pool) {
     if (atomic_load(&pool->spinning) == 0 && atomic_load(&pool->sleepers) != 0) wake(pool, 1);
 }
 
+void crew__pool_wake_more(crew_pool *pool, size_t n) {
+    if (n == 0 || atomic_load(&pool->sleepers) == 0) return;
+    wake(pool, n > INT_MAX ? INT_MAX : (int)n);
+}
+
 void crew__pool_notify(crew_pool *pool) {
     atomic_thread_fence(memory_order_seq_cst); /* as in work_published */
     if (atomic_load(&pool->helpers) != 0) wake(pool, INT_MAX);
