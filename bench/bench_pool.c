@@ -28,7 +28,7 @@
  * region) while the next one is measured. Speed is printed, never asserted;
  * the program exits 1 only when a result is wrong or a call fails.
  *
- * usage: bench_pool [--quick] [--workers N] [empty|for|pi|primes]...
+ * usage: bench_pool [--quick] [--workers N] [empty|tree|for|pi|primes]...
  *   (sections named: only those run; none named: all of them)
  */
 #define _GNU_SOURCE
@@ -154,6 +154,142 @@ static double crew_empty_nested(size_t n, crew_future **futs) {
     return t1;
 }
 
+/* The same N empty tasks through a crew_group: no future per task. */
+static int empty_group_fn(void *arg) {
+    (void)arg;
+    BENCH_EMPTY_BODY();
+    return 0;
+}
+
+static int group_spawn_and_wait(crew_pool *p, size_t n) {
+    crew_group *g;
+    int rc = crew_group_create(&g, p);
+    if (rc != 0)
+        return rc;
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = crew_group_run(g, empty_group_fn, NULL);
+    int wrc = crew_group_wait(g, CREW_FOREVER);
+    crew_group_free(g);
+    return rc != 0 ? rc : wrc;
+}
+
+static double crew_group_main(size_t n, crew_future **futs) {
+    (void)futs;
+    double t0 = crew_now();
+    int rc = group_spawn_and_wait(pool, n);
+    double t = crew_now() - t0;
+    if (rc != 0)
+        fail("group of empty tasks from the main thread", rc);
+    return t;
+}
+
+static int group_spawner_task(const void *in, void *out, void *ctx) {
+    (void)in, (void)out;
+    crew_pool *self = crew_pool_current();
+    return self ? group_spawn_and_wait(self, *(size_t *)ctx) : CREW_EINVAL;
+}
+
+static double crew_group_nested(size_t n, crew_future **futs) {
+    (void)futs;
+    crew_task t = {.fn = group_spawner_task, .ctx = &n};
+    crew_future *f;
+    double t0 = crew_now();
+    int rc = crew_pool_submit(pool, &t, &f);
+    if (rc == 0) {
+        rc = crew_future_get(f, NULL, CREW_FOREVER);
+        crew_future_free(f);
+    }
+    double t1 = crew_now() - t0;
+    if (rc != 0)
+        fail("nested group of empty tasks", rc);
+    return t1;
+}
+
+/* ---- a tree of tasks: every inner task adds its two children to the
+ * group; nothing is throttled (a deque never holds more than about two
+ * tasks per level), so this is the cost of the queue itself. */
+static crew_group *tree_group;
+
+static int tree_node(void *arg) {
+    intptr_t depth = (intptr_t)arg;
+    if (depth == 0) {
+        BENCH_EMPTY_BODY();
+        return 0;
+    }
+    int rc = crew_group_run(tree_group, tree_node, (void *)(depth - 1));
+    return rc != 0 ? rc : crew_group_run(tree_group, tree_node, (void *)(depth - 1));
+}
+
+static int tree_root_task(const void *in, void *out, void *ctx) {
+    (void)in, (void)out;
+    crew_pool *self = crew_pool_current();
+    if (self == NULL)
+        return CREW_EINVAL;
+    int rc = crew_group_create(&tree_group, self);
+    if (rc != 0)
+        return rc;
+    rc = tree_node(ctx);
+    int wrc = crew_group_wait(tree_group, CREW_FOREVER);
+    crew_group_free(tree_group);
+    return rc != 0 ? rc : wrc;
+}
+
+static double crew_tree(int depth) {
+    crew_task t = {.fn = tree_root_task, .ctx = (void *)(intptr_t)depth};
+    crew_future *f;
+    double t0 = crew_now();
+    int rc = crew_pool_submit(pool, &t, &f);
+    if (rc == 0) {
+        rc = crew_future_get(f, NULL, CREW_FOREVER);
+        crew_future_free(f);
+    }
+    double t1 = crew_now() - t0;
+    if (rc != 0)
+        fail("tree of tasks", rc);
+    return t1;
+}
+
+static void bench_tree(bool quick) {
+    int depth = quick ? 17 : 20, reps = quick ? 3 : 5;
+    size_t n = ((size_t)2 << depth) - 1;
+    crew_tree(depth - 3); /* warm up */
+#if CREW_BENCH_HAVE_OPENMP
+    omp_pool_tree_tasks(depth - 3, workers);
+    settle();
+#endif
+    double crew_s = 1e300, omp_s = 1e300, tbb_s = 1e300;
+    for (int r = 0; r < reps; r++) {
+        crew_s = min_d(crew_s, crew_tree(depth));
+        settle();
+#if CREW_BENCH_HAVE_OPENMP
+        double t0 = crew_now();
+        omp_pool_tree_tasks(depth, workers);
+        omp_s = min_d(omp_s, crew_now() - t0);
+        settle();
+#endif
+#if CREW_BENCH_HAVE_TBB
+        if (have_tbb) {
+            double t1 = crew_now();
+            tbb_pool_tree_tasks(depth);
+            tbb_s = min_d(tbb_s, crew_now() - t1);
+            settle();
+        }
+#endif
+    }
+    double ns = 1e9 / (double)n;
+    printf("task tree, %zu tasks (each inner task spawns two), ns/task, best of %d; ratio = crew / baseline\n", n,
+           reps);
+    printf("  crew group (nested) %.1f ns/task", crew_s * ns);
+    if (CREW_BENCH_HAVE_OPENMP)
+        printf("; openmp task %.1f ns/task, ratio %.2fx", omp_s * ns, crew_s / omp_s);
+    if (have_tbb)
+        printf("; tbb task_group %.1f ns/task, ratio %.2fx", tbb_s * ns, crew_s / tbb_s);
+    printf("\n");
+    fflush(stdout);
+}
+
+enum { EMPTY_GROUP_MAIN, EMPTY_GROUP_NESTED, EMPTY_SUBMIT_MAIN, EMPTY_SUBMIT_NESTED, EMPTY_CREW };
+
 static void bench_empty(bool quick) {
     size_t n = quick ? 100000 : 1000000;
     int reps = quick ? 3 : 5;
@@ -162,19 +298,29 @@ static void bench_empty(bool quick) {
         fail("malloc", CREW_ENOMEM);
         return;
     }
+    static double (*const run[EMPTY_CREW])(size_t, crew_future **) = {crew_group_main, crew_group_nested,
+                                                                      crew_empty_main, crew_empty_nested};
+    static const char *what[EMPTY_CREW] = {
+        "group, main thread: crew_group_run N, crew_group_wait",
+        "group, nested: one task runs N in a group, waits",
+        "submit, main thread: submit N, wait ALL, free the futures",
+        "submit, nested: one task submits N to its pool, waits",
+    };
     /* Warm up: every runtime's threads started, allocators primed. */
-    crew_empty_main(n / 10, futs);
-    crew_empty_nested(n / 10, futs);
+    for (int k = 0; k < EMPTY_CREW; k++)
+        run[k](n / 10, futs);
 #if CREW_BENCH_HAVE_OPENMP
     omp_pool_empty_tasks(n / 10, workers);
     settle();
 #endif
-    double main_s = 1e300, nested_s = 1e300, omp_s = 1e300, tbb_s = 1e300;
+    double crew_s[EMPTY_CREW], omp_s = 1e300, tbb_s = 1e300;
+    for (int k = 0; k < EMPTY_CREW; k++)
+        crew_s[k] = 1e300;
     for (int r = 0; r < reps; r++) {
-        main_s = min_d(main_s, crew_empty_main(n, futs));
-        settle();
-        nested_s = min_d(nested_s, crew_empty_nested(n, futs));
-        settle();
+        for (int k = 0; k < EMPTY_CREW; k++) {
+            crew_s[k] = min_d(crew_s[k], run[k](n, futs));
+            settle();
+        }
 #if CREW_BENCH_HAVE_OPENMP
         double t0 = crew_now();
         omp_pool_empty_tasks(n, workers);
@@ -193,16 +339,15 @@ static void bench_empty(bool quick) {
     free(futs);
     double ns = 1e9 / (double)n;
     printf("empty task, %zu tasks, ns/task, best of %d; ratio = crew / baseline, target <= 1.0x\n", n, reps);
-    const char *what[2] = {"main thread: submit N, wait ALL, free", "nested: one task submits N to its pool, waits"};
-    double crew_s[2] = {main_s, nested_s};
-    for (int i = 0; i < 2; i++) {
-        printf("  crew %s: %.0f ns/task", what[i], crew_s[i] * ns);
+    printf("  (a group's task and OpenMP's and TBB's carry no result; a submitted one has a future)\n");
+    for (int i = 0; i < EMPTY_CREW; i++) {
+        printf("  crew %s: %.1f ns/task", what[i], crew_s[i] * ns);
         if (CREW_BENCH_HAVE_OPENMP)
-            printf("; openmp task %.0f ns/task, ratio %.2fx", omp_s * ns, crew_s[i] / omp_s);
+            printf("; openmp task %.1f ns/task, ratio %.2fx", omp_s * ns, crew_s[i] / omp_s);
         else
             printf("; openmp: not available");
         if (have_tbb)
-            printf("; tbb task_group %.0f ns/task, ratio %.2fx", tbb_s * ns, crew_s[i] / tbb_s);
+            printf("; tbb task_group %.1f ns/task, ratio %.2fx", tbb_s * ns, crew_s[i] / tbb_s);
         else
             printf("; tbb: not installed");
         printf("\n");
@@ -507,8 +652,8 @@ static void bench_primes(bool quick) {
 
 /* ----------------------------------------------------------------- main */
 
-static const char *const section_names[] = {"empty", "for", "pi", "primes"};
-static void (*const sections[])(bool) = {bench_empty, bench_for, bench_pi, bench_primes};
+static const char *const section_names[] = {"empty", "tree", "for", "pi", "primes"};
+static void (*const sections[])(bool) = {bench_empty, bench_tree, bench_for, bench_pi, bench_primes};
 #define NSECTIONS (sizeof sections / sizeof sections[0])
 
 int main(int argc, char **argv) {

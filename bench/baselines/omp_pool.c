@@ -45,6 +45,23 @@ void omp_pool_empty_tasks(size_t n, int workers) {
     }
 }
 
+static void omp_tree(int depth) {
+    if (depth == 0) {
+        BENCH_EMPTY_BODY();
+        return;
+    }
+#pragma omp task
+    omp_tree(depth - 1);
+#pragma omp task
+    omp_tree(depth - 1);
+}
+
+void omp_pool_tree_tasks(int depth, int workers) {
+#pragma omp parallel num_threads(workers)
+#pragma omp single
+    omp_tree(depth);
+}
+
 void omp_pool_for_static(uint32_t *a, size_t n, int workers) {
 #pragma omp parallel for schedule(static) num_threads(workers)
     for (size_t i = 0; i < n; i++)

@@ -21,6 +21,10 @@ const char *omp_pool_describe(void);
 void omp_pool_warm(int workers);
 /* #pragma omp parallel + single; n x #pragma omp task (empty); taskwait. */
 void omp_pool_empty_tasks(size_t n, int workers);
+/* A binary tree of tasks, `depth` levels below the root (2^(depth+1) - 1
+ * tasks, the leaves empty): each inner task spawns its two children and
+ * returns; the single's implicit barrier waits for all. */
+void omp_pool_tree_tasks(int depth, int workers);
 /* parallel for over [0, n), a[i] = 2i; schedule(static) or (dynamic, chunk). */
 void omp_pool_for_static(uint32_t *a, size_t n, int workers);
 void omp_pool_for_dynamic(uint32_t *a, size_t n, int workers, size_t chunk);
@@ -39,6 +43,9 @@ const char *tbb_pool_describe(void);
 int tbb_pool_init(int workers);
 /* In the arena: one task_group, n x run(empty), wait. */
 void tbb_pool_empty_tasks(size_t n);
+/* In the arena: the same tree as omp_pool_tree_tasks, every task run in one
+ * task_group by its parent; wait. */
+void tbb_pool_tree_tasks(int depth);
 void tbb_pool_fini(void);
 
 #ifdef __cplusplus

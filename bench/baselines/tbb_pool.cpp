@@ -36,6 +36,23 @@ void tbb_pool_empty_tasks(size_t n) {
     });
 }
 
+static void tbb_tree(tbb::task_group &g, int depth) {
+    if (depth == 0) {
+        __asm__ __volatile__("" ::: "memory");
+        return;
+    }
+    g.run([&g, depth] { tbb_tree(g, depth - 1); });
+    g.run([&g, depth] { tbb_tree(g, depth - 1); });
+}
+
+void tbb_pool_tree_tasks(int depth) {
+    arena->execute([depth] {
+        tbb::task_group g;
+        tbb_tree(g, depth);
+        g.wait();
+    });
+}
+
 void tbb_pool_fini(void) {
     delete arena;
     arena = nullptr;
