@@ -5,20 +5,37 @@
  * own deque, or the injector from outside the pool) and freed by whoever
  * runs it. No future: the outcome goes to the group.
  *
- * The group's state is one 32-bit futex word, `state`: the number of queued
- * or running tasks in the low 31 bits, and WAITER, set by an outside thread
- * that sleeps until the count is 0. A task is counted before it is queued
- * and uncounted by one atomic decrement after it ran; the thread whose
- * decrement takes the count to 0 touches nothing of the group afterwards
- * except to pass the word's address to futex_wake (harmless once freed), so
- * a waiter may free the group the moment it sees 0. A worker waiting on the
- * group helps (crew__pool_help) and is woken by crew__pool_notify, which
- * uses only the pool.
+ * The group's state is one 32-bit futex word, `state`: a count in the low
+ * 31 bits, and WAITER, set by an outside thread that sleeps until the count
+ * is 0. The count is an upper bound of the group's unfinished tasks:
+ *
+ *   count = tasks queued or running + credit held by workers
+ *
+ * A task is counted (+1) before it is queued. When a worker finishes one,
+ * its unit of count is not given back at once but kept as credit in the
+ * worker's thread-local stash (stash_group, stash_credit; one group at a
+ * time); the worker's next task added to that group spends the credit
+ * instead of incrementing the shared word. A recursive group whose tasks
+ * stay on their worker thus touches the shared word almost never, where a
+ * plain counter would bounce its cache line between cores twice a task.
+ * A worker gives its credit back (crew__group_flush, one subtraction)
+ * before it runs any other task than one of that group's, whenever it
+ * finds no work, and before it waits on a group: so credit is never held
+ * while the worker does something else, and a group whose tasks are all
+ * done reaches 0 as soon as the workers that ran them look for more work.
+ *
+ * The subtraction that takes the count to 0 is the last touch of the group
+ * by that thread, except for passing the word's address to futex_wake
+ * (harmless once freed), so a waiter may free the group the moment it sees
+ * 0. A worker waiting on the group helps (crew__pool_help) and is woken by
+ * crew__pool_notify, which uses only the pool.
  *
  * `error` holds the first failure (a CAS from 0 decides which); a failure
  * or crew_group_cancel sets `cancelled`, which tasks read before they start
- * and skip their function when set. Both are written before the failing
- * task's decrement, so the waiter that sees the count reach 0 sees them.
+ * and skip their function when set. The failing worker writes both before
+ * it gives back its credit, so the waiter that sees the count reach 0 sees
+ * them (the subtractions are read-modify-writes of one word: the last one
+ * comes after every other).
  *
  * Throttling (pool.h): a task is run at once in the adding thread, without
  * being counted or queued, when enough already wait where it would go.
@@ -63,6 +80,7 @@ typedef struct group_call_rec {
 static int group_tramp(const void *in, void *out, void *ctx) {
     (void)out, (void)ctx;
     const group_call_rec *r = in;
+    crew__pool_index = SIZE_MAX; /* not the call's item 0: a group's task has no index */
     return r->fn(r->arg);
 }
 
@@ -87,32 +105,60 @@ static int call_fn(crew_pool *pool, crew__worker *w, crew_group_fn fn, void *arg
     return rc > 0 ? CREW_EINVAL : rc;
 }
 
-static void leave(crew_group *g) {
+/* Give back n units of g's count; wake the waiters when it reaches 0. */
+static void release(crew_group *g, uint32_t n) {
     crew_pool *pool = g->pool;
-    uint32_t old = atomic_fetch_sub(&g->state, 1);
+    uint32_t old = atomic_fetch_sub(&g->state, n);
     /* From here on g may be freed: only its address is used. */
-    if ((old & COUNT) == 1) {
+    if ((old & COUNT) == n) {
         if (old & WAITER) crew__futex_wake(&g->state, INT_MAX, false);
         crew__pool_notify(pool);
     }
 }
 
-static void task_run(crew__task *task, crew__worker *w) {
+/* The calling worker's credit (see above). */
+CREW__TLS crew_group *crew__group_stash;
+static CREW__TLS uint32_t stash_credit;
+
+void crew__group_flush(void) {
+    crew_group *g = crew__group_stash;
+    uint32_t n = stash_credit;
+    crew__group_stash = NULL;
+    stash_credit = 0;
+    if (g && n) release(g, n);
+}
+
+void crew__group_task_run(crew__task *task, crew__worker *w) {
     group_task *t = (group_task *)task;
     crew_group *g = t->g;
     crew_group_fn fn = t->fn;
     void *arg = t->arg;
     crew__block_free(t, sizeof *t);
     crew_pool *pool = g->pool;
-    if (w == NULL || atomic_load_explicit(&pool->terminating, memory_order_relaxed)) {
+    if (w == NULL) { /* cancelled by terminate, on its thread */
+        fail(g, CREW_ECANCELED);
+        release(g, 1);
+        crew__pool_done(pool);
+        return;
+    }
+    if (crew__group_stash != g) {
+        crew__group_flush();
+        crew__group_stash = g;
+    }
+    if (atomic_load_explicit(&pool->terminating, memory_order_relaxed)) {
         fail(g, CREW_ECANCELED);
     } else if (!atomic_load_explicit(&g->cancelled, memory_order_relaxed)) {
         int rc = call_fn(pool, w, fn, arg);
         if (rc != 0) fail(g, rc);
+        /* fn may have run other groups' tasks (a nested wait): the stash
+         * may hold another group now. */
+        if (crew__group_stash != g) {
+            crew__group_flush();
+            crew__group_stash = g;
+        }
     }
-    leave(g);
-    if (w) crew__bump(&w->completed); /* crew__pool_done, w known */
-    else crew__pool_done(pool);
+    stash_credit++; /* this task's unit of count */
+    crew__bump(&w->completed); /* crew__pool_done, w known */
 }
 
 int crew_group_create(crew_group **out, crew_pool *pool) {
@@ -160,12 +206,13 @@ int crew_group_run(crew_group *g, crew_group_fn fn, void *arg) {
         crew__pool_done(pool);
         return CREW_ENOMEM;
     }
-    *t = (group_task){.task = {task_run}, .g = g, .fn = fn, .arg = arg};
-    atomic_fetch_add(&g->state, 1);
+    *t = (group_task){.task = {crew__group_task_run}, .g = g, .fn = fn, .arg = arg};
+    if (w && crew__group_stash == g && stash_credit > 0) stash_credit--; /* spend credit */
+    else atomic_fetch_add(&g->state, 1);
     rc = crew__pool_push(pool, &t->task);
     if (rc != 0) {
         crew__block_free(t, sizeof *t);
-        leave(g);
+        release(g, 1);
         crew__pool_done(pool);
     }
     return rc;
@@ -193,6 +240,7 @@ int crew_group_wait(crew_group *g, double timeout) {
     int rc = crew__deadline_init(&d, timeout);
     if (rc != 0) return rc;
     crew__worker *w = crew__pool_self(g->pool);
+    if (w) crew__group_flush(); /* our own credit would keep the count up */
     rc = w ? crew__pool_help(w, group_idle, g, &d) : wait_outside(g, &d);
     if (rc != 0) return rc;
     /* All done: report, and make the group new again. A stale WAITER bit

@@ -218,6 +218,18 @@ crew_pool *crew__proc_child_pool(void);
 /* In a new child: forget the parent's thread state (sched.c). */
 void crew__pool_child_enter(crew_pool *pool);
 
+/* ------------------------------------------------------------- group.c */
+
+/* A worker's credit on a group (group.c): the group it holds credit for,
+ * or NULL. */
+extern CREW__TLS crew_group *crew__group_stash;
+/* Give the calling worker's credit back to its group. Called before a
+ * worker runs anything but a task of that group, when it finds no work,
+ * and before it waits on a group. */
+void crew__group_flush(void);
+/* The run function of a group's task. */
+void crew__group_task_run(crew__task *task, crew__worker *w);
+
 /* ---------------------------------------------------------- progress.c */
 
 typedef struct crew__progress {

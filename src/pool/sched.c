@@ -225,6 +225,8 @@ static bool work_visible(crew_pool *pool) {
 }
 
 void crew__pool_run(crew__worker *w, crew__task *t) {
+    /* Credit on a group is not held while the worker does other work. */
+    if (crew__group_stash && t->run != crew__group_task_run) crew__group_flush();
     size_t saved = crew__pool_index;
     t->run(t, w);
     crew__pool_index = saved;
@@ -234,6 +236,7 @@ void crew__pool_run(crew__worker *w, crew__task *t) {
  * `spinning` meanwhile. ready/arg: a helper's predicate, checked too. */
 static crew__task *spin_for_work(crew__worker *w, bool (*ready)(void *), void *arg) {
     crew_pool *pool = w->pool;
+    crew__group_flush(); /* no work found: give back group credit */
     /* `spinning` only spares sleepers a wake-up: with none asleep there is
      * nothing to spare, so a busy pool's spinners leave the shared line
      * alone. (Counting too little costs an extra wake, never a lost one.) */
@@ -363,6 +366,7 @@ static void *worker_main(void *arg) {
         sleep_once(w, NULL, NULL, NULL);
         woken = true;
     }
+    crew__group_flush();
     if (pool->kind == CREW_PROCESSES) crew__proc_stop_child(w);
     crew__future_helper = NULL;
     self = NULL;
