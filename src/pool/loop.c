@@ -337,7 +337,14 @@ static int call_run(loop_call *c, void *acc) {
     } else {
         range_job root = {.task = {job_run}, .call = c, .origin = SIZE_MAX, .acc = acc, .root = true};
         rc = crew__pool_push(pool, &root.task);
-        if (rc == 0) crew__latch_wait(pool, &c->done);
+        if (rc == 0) {
+            /* The push woke one worker to take the root; wake the others
+             * now too, so that they wait for its first split awake instead
+             * of being woken one after another. */
+            size_t pieces = c->nunits / c->grain, n = pool->nworkers;
+            if (pieces > 1) crew__pool_wake_more(pool, (pieces < n ? pieces : n) - 1);
+            crew__latch_wait(pool, &c->done);
+        }
     }
     crew__pool_done(pool);
     crew_lock_destroy(&c->err_lock);
