@@ -20,9 +20,11 @@
  * plain counter would bounce its cache line between cores twice a task.
  * A worker gives its credit back (crew__group_flush, one subtraction)
  * before it runs any other task than one of that group's, whenever it
- * finds no work, and before it waits on a group: so credit is never held
- * while the worker does something else, and a group whose tasks are all
- * done reaches 0 as soon as the workers that ran them look for more work.
+ * finds no work, before it waits on a group, and when a wait or a loop's
+ * join returns to the frame that waited (the tasks it ran meanwhile are
+ * over): so credit is held only while the worker runs that group's tasks
+ * one after another, and a group whose tasks are all done reaches 0 as
+ * soon as the workers that ran them look for more work.
  *
  * The subtraction that takes the count to 0 is the last touch of the group
  * by that thread, except for passing the word's address to futex_wake

@@ -159,16 +159,20 @@ static void job_run(crew__task *task, crew__worker *w);
  * else help until its thief is done. */
 static void join(crew__worker *w, range_job *right, void (*inline_run)(crew__worker *, range_job *)) {
     for (;;) {
-        if (crew__latch_is_set(&right->latch)) return;
+        if (crew__latch_is_set(&right->latch)) break;
         crew__task *t = crew__deque_pop(&w->deque);
         if (t == &right->task) {
             inline_run(w, right);
-            return;
+            break;
         }
-        if (!t) break;
+        if (!t) {
+            crew__latch_wait(w->pool, &right->latch);
+            break;
+        }
         crew__pool_run(w, t); /* a task queued below ours: ours was stolen */
     }
-    crew__latch_wait(w->pool, &right->latch);
+    /* Back in this loop's frame: no group credit from tasks run above. */
+    crew__group_flush();
 }
 
 static void split_range(crew__worker *w, loop_call *c, size_t b, size_t e, size_t splits, bool migrated);

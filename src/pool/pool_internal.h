@@ -225,7 +225,8 @@ void crew__pool_child_enter(crew_pool *pool);
 extern CREW__TLS crew_group *crew__group_stash;
 /* Give the calling worker's credit back to its group. Called before a
  * worker runs anything but a task of that group, when it finds no work,
- * and before it waits on a group. */
+ * before it waits on a group, and when a wait (crew__pool_help) or a
+ * loop's join returns. */
 void crew__group_flush(void);
 /* The run function of a group's task. */
 void crew__group_task_run(crew__task *task, crew__worker *w);

@@ -273,7 +273,8 @@ static void sleep_once(crew__worker *w, bool (*ready)(void *), void *arg, const 
     atomic_fetch_sub(&pool->sleepers, 1);
 }
 
-int crew__pool_help(crew__worker *w, bool (*ready)(void *), void *arg, const crew__deadline *d) {
+/* The waiting loop itself; crew__pool_help wraps it. */
+static int help(crew__worker *w, bool (*ready)(void *), void *arg, const crew__deadline *d) {
     bool woken = false;
     for (;;) {
         if (ready(arg)) return 0;
@@ -293,6 +294,14 @@ int crew__pool_help(crew__worker *w, bool (*ready)(void *), void *arg, const cre
         sleep_once(w, ready, arg, &slice);
         woken = true;
     }
+}
+
+int crew__pool_help(crew__worker *w, bool (*ready)(void *), void *arg, const crew__deadline *d) {
+    int rc = help(w, ready, arg, d);
+    /* Back to the waiting frame, which is not one of the tasks that ran
+     * meanwhile: no group credit is held past them. */
+    crew__group_flush();
+    return rc;
 }
 
 /* The future module's hook for this thread: help while waiting. */
