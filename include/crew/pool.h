@@ -162,7 +162,8 @@ CREW_API size_t crew_pool_worker_deaths(const crew_pool *pool, int *last);
 CREW_API crew_pool *crew_pool_current(void);
 
 /* In a task: the index of the item being processed (map, map_async, imap:
- * the input index; submit: the pool's submission count at submit, from 0).
+ * the input index; submit: the pool's submission count at submit, from 0;
+ * a group's task has none: SIZE_MAX).
  * Seed per-task random streams with it: crew_rng_init(&rng, seed,
  * crew_pool_task_index()) gives results independent of the schedule.
  * SIZE_MAX outside a task. */
