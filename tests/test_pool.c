@@ -6,7 +6,9 @@
  * mid-stream), for and reduce (every iteration once, grains, errors,
  * bit-identical floating-point results, identity), progress callbacks,
  * waiting on futures, nesting three levels deep, close / join / terminate /
- * free, task indices with per-task random streams, and fork.
+ * free, task indices with per-task random streams, fork, and task groups
+ * (every task once, first failure, cancel, timeouts, nesting and recursion,
+ * inline runs when throttled, close / terminate / free).
  *
  * One suite for every pool kind. main() runs each test once per kind in
  * `kinds` (the kind reaches the test as its cmocka state, and its name is
@@ -348,6 +350,7 @@ struct helper {
     const crew_map *map;
     crew_imap_iter *it;
     gates *g;
+    crew_group *group;
     long seen; /* op_imap_free: g->started - g->finished at its return */
     _Atomic int tid;
     _Atomic bool done;
@@ -2636,6 +2639,860 @@ static void test_thread_names_and_idle(void **state) {
     pool_end(p);
 }
 
+/* ----------------------------------------------------------------- group */
+
+/* A group's task gets one `void *` and no ctx, so what the SHARED_MAP group
+ * tests' tasks use is reached through globals set before the pool is
+ * created (a process pool's children inherit them): a `gates` (gates,
+ * started/finished, marks), one run count per task index, and two tree
+ * counters, all MAP_SHARED. */
+#define GROUP_N 10000
+static gates *grp;
+static _Atomic int *grp_flags; /* GROUP_N run counts */
+static _Atomic long *grp_tree; /* [0] tree nodes run, [1] leaves run */
+
+static void grp_setup(void) {
+    grp = gates_new();
+    grp_flags = shm_map(GROUP_N * sizeof *grp_flags);
+    for (size_t i = 0; i < GROUP_N; i++) atomic_init(&grp_flags[i], 0);
+    grp_tree = shm_map(2 * sizeof *grp_tree);
+    atomic_init(&grp_tree[0], 0);
+    atomic_init(&grp_tree[1], 0);
+}
+
+/* killed: a worker process died waiting on a gate, whose event counts it
+ * still; then the mapping is only unmapped. */
+static void grp_teardown(bool killed) {
+    if (killed) shm_unmap(grp, sizeof *grp);
+    else gates_free(grp);
+    shm_unmap(grp_flags, GROUP_N * sizeof *grp_flags);
+    shm_unmap(grp_tree, 2 * sizeof *grp_tree);
+    grp = NULL;
+    grp_flags = NULL;
+    grp_tree = NULL;
+}
+
+static crew_group *group_new(crew_pool *p) {
+    crew_group *g = NULL;
+    ASSERT_RC(crew_group_create(&g, p), 0);
+    assert_non_null(g);
+    assert_false(crew_group_cancelled(g));
+    return g;
+}
+
+/* arg: an index below GROUP_N; counts its run there. */
+static int g_flag(void *arg) {
+    intptr_t i = (intptr_t)arg;
+    if (i < 0 || i >= GROUP_N) return CREW_EPROTO;
+    atomic_fetch_add(&grp_flags[i], 1);
+    return 0;
+}
+
+/* Every grp_flags[i] for i < n is want(i); fails the test otherwise. */
+static void flags_check(size_t n, int (*want)(size_t i), const char *what) {
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < n; i++)
+        if (atomic_load(&grp_flags[i]) != want(i) && bad++ == 0) first = i;
+    if (bad != 0)
+        fail_msg("%s: %zu tasks ran the wrong number of times; the first, [%zu], ran %d times, "
+                 "not %d",
+                 what, bad, first, atomic_load(&grp_flags[first]), want(first));
+}
+
+static int want_once(size_t i) {
+    (void)i;
+    return 1;
+}
+
+static int want_even_twice(size_t i) { return i % 2 == 0 ? 2 : 1; }
+
+/* arg: the code to return, a number cast to a pointer. */
+static int g_ret(void *arg) { return (int)(intptr_t)arg; }
+
+/* Process pools only: the worker process exits with status 3. */
+static int g_exit(void *arg) {
+    (void)arg;
+    _exit(3);
+}
+
+/* Counts its run in grp->marks. */
+static int g_mark(void *arg) {
+    (void)arg;
+    atomic_fetch_add(&grp->marks, 1);
+    return 0;
+}
+
+/* arg: a hold; counts its start, waits for its gate, counts its end and
+ * returns its code. (Static data: the same address in a child.) */
+typedef struct hold {
+    int gate;
+    int rc;
+} hold;
+
+static hold holds[] = {{0, 0}, {1, 0}, {0, -5}, {1, -7}};
+
+static int g_hold(void *arg) {
+    const hold *h = arg;
+    atomic_fetch_add(&grp->started, 1);
+    if (crew_event_wait(&grp->ev[h->gate], LONG_WAIT) != 0) return CREW_ETIMEDOUT;
+    atomic_fetch_add(&grp->finished, 1);
+    return h->rc;
+}
+
+/* Add a task held on gate k (holds[k]) and wait until it runs. */
+static void run_held(crew_group *g, int k) {
+    long before = atomic_load(&grp->started);
+    ASSERT_RC(crew_group_run(g, g_hold, &holds[k]), 0);
+    assert_true(TEST_WAIT_UNTIL(atomic_load(&grp->started) > before, SETTLE));
+}
+
+/* arg: the pool it must run on. Returns 0 when crew_pool_current() is that
+ * pool and crew_pool_task_index() is SIZE_MAX (a group's task has no item
+ * index); else -1001 (wrong index), -1002 (wrong pool) or -1003 (both). */
+static int g_context(void *arg) {
+    int rc = 0;
+    if (crew_pool_task_index() != SIZE_MAX) rc -= 1;
+    if (crew_pool_current() != arg) rc -= 2;
+    return rc == 0 ? 0 : -1000 + rc;
+}
+
+/* A binary tree grown in a group: each node counts itself (and a leaf its
+ * leaf) and adds its two children to the group. One level record per depth,
+ * shared by the nodes at that depth; it must outlive the group's wait. */
+#define TREE_MAX 16
+
+typedef struct tree_level {
+    crew_group *g;
+    int depth;
+    int leaf_rc;               /* what a leaf returns */
+    _Atomic long *nodes, *leaves;
+    struct tree_level *below;  /* depth - 1 */
+} tree_level;
+
+static void tree_init(tree_level *lv, crew_group *g, int depth, _Atomic long *nodes,
+                      _Atomic long *leaves) {
+    for (int d = 0; d <= depth; d++)
+        lv[d] = (tree_level){g, d, 0, nodes, leaves, d > 0 ? &lv[d - 1] : NULL};
+}
+
+static long tree_nodes(int depth) { return (2L << depth) - 1; }
+
+/* arg: the node's tree_level. */
+static int g_tree(void *arg) {
+    tree_level *l = arg;
+    atomic_fetch_add(l->nodes, 1);
+    if (l->depth == 0) {
+        atomic_fetch_add(l->leaves, 1);
+        return l->leaf_rc;
+    }
+    for (int k = 0; k < 2; k++) {
+        int rc = crew_group_run(l->g, g_tree, l->below);
+        if (rc != 0) return rc;
+    }
+    return 0;
+}
+
+/* Grow a tree of `depth` in a group of its own on the calling task's pool
+ * and wait for it. 0 or the first failure. */
+static int own_tree(int depth, _Atomic long *nodes, _Atomic long *leaves) {
+    crew_pool *p = crew_pool_current();
+    if (p == NULL || depth < 0 || depth >= TREE_MAX) return CREW_EPROTO;
+    crew_group *g = NULL;
+    int rc = crew_group_create(&g, p);
+    if (rc != 0) return rc;
+    tree_level lv[TREE_MAX];
+    tree_init(lv, g, depth, nodes, leaves);
+    rc = crew_group_run(g, g_tree, &lv[depth]);
+    int w = crew_group_wait(g, LONG_WAIT);
+    crew_group_free(g);
+    return rc != 0 ? rc : w;
+}
+
+/* arg: a depth. A group's task that grows a tree in an inner group and waits
+ * for it, counting in grp_tree. */
+static int g_inner(void *arg) { return own_tree((int)(intptr_t)arg, &grp_tree[0], &grp_tree[1]); }
+
+/* A submitted task: in int64 depth; out int64[2] {nodes, leaves} of the
+ * tree it grew in a group of its own (counters on its stack). */
+static int t_group_tree(const void *in, void *out, void *ctx) {
+    (void)ctx;
+    int64_t depth;
+    memcpy(&depth, in, sizeof depth);
+    _Atomic long nodes = 0, leaves = 0;
+    int rc = own_tree((int)depth, &nodes, &leaves);
+    if (rc != 0) return rc;
+    int64_t r[2] = {atomic_load(&nodes), atomic_load(&leaves)};
+    memcpy(out, r, sizeof r);
+    return 0;
+}
+
+/* Every task runs exactly once with 1, 2 and 8 workers (a thread pool's
+ * caller runs some of them itself, throttled); the emptied group takes a
+ * second batch. */
+static void test_group_runs_all(void **state) {
+    grp_setup();
+    const size_t ws[] = {1, 2, 8};
+    for (size_t k = 0; k < 3; k++) {
+        for (size_t i = 0; i < GROUP_N; i++) atomic_store(&grp_flags[i], 0);
+        crew_pool *p = pool_with(KIND, ws[k], 0);
+        crew_group *g = group_new(p);
+        for (intptr_t i = 0; i < GROUP_N; i++) ASSERT_RC(crew_group_run(g, g_flag, (void *)i), 0);
+        ASSERT_RC(crew_group_wait(g, LONG_WAIT), 0);
+        flags_check(GROUP_N, want_once, "first batch");
+        ASSERT_RC(crew_group_wait(g, 0), 0); /* empty: at once */
+        for (intptr_t i = 0; i < GROUP_N; i += 2)
+            ASSERT_RC(crew_group_run(g, g_flag, (void *)i), 0);
+        ASSERT_RC(crew_group_wait(g, LONG_WAIT), 0);
+        flags_check(GROUP_N, want_even_twice, "second batch");
+        assert_false(crew_group_cancelled(g));
+        crew_group_free(g);
+        pool_end(p);
+    }
+    grp_teardown(false);
+}
+
+/* In a group's task crew_pool_current() is the pool and
+ * crew_pool_task_index() is SIZE_MAX, whatever the kind. */
+static void test_group_task_context(void **state) {
+    crew_pool *p = pool_with(KIND, 2, 0);
+    crew_group *g = group_new(p);
+    int rc = 0;
+    for (int i = 0; i < 100 && rc == 0; i++) rc = crew_group_run(g, g_context, p);
+    if (rc != CREW_ECANCELED) ASSERT_RC(rc, 0); /* cancelled: a task failed, wait says how */
+    rc = crew_group_wait(g, LONG_WAIT);
+    if (rc != 0)
+        fail_msg("wait returned %d (%s): a task saw %s", rc, crew_err_name(rc),
+                 rc == -1001   ? "crew_pool_task_index() != SIZE_MAX"
+                 : rc == -1002 ? "crew_pool_current() != its pool"
+                 : rc == -1003 ? "a wrong pool and index"
+                               : "something else");
+    assert_null(crew_pool_current());
+    assert_int_equal(crew_pool_task_index(), SIZE_MAX);
+    crew_group_free(g);
+    pool_end(p);
+}
+
+/* A failure's code reaches wait and cancels the group (later runs get
+ * CREW_ECANCELED); a positive return counts as CREW_EINVAL; after wait the
+ * group is new again. Process pools: a child that dies in a task fails the
+ * group with CREW_EWORKERDIED and the pool goes on. */
+static void test_group_errors(void **state) {
+    crew_pool *p = pool_with(KIND, 2, 0);
+    crew_group *g = group_new(p);
+    for (int i = 0; i < 100; i++) ASSERT_RC(crew_group_run(g, g_ret, (void *)0), 0);
+    ASSERT_RC(crew_group_run(g, g_ret, (void *)(intptr_t)-5), 0);
+    assert_true(TEST_WAIT_UNTIL(crew_group_cancelled(g), SETTLE));
+    ASSERT_RC(crew_group_run(g, g_ret, (void *)0), CREW_ECANCELED);
+    ASSERT_RC(crew_group_wait(g, LONG_WAIT), -5);
+    assert_false(crew_group_cancelled(g));
+
+    for (int i = 0; i < 100; i++) ASSERT_RC(crew_group_run(g, g_ret, (void *)0), 0);
+    ASSERT_RC(crew_group_wait(g, LONG_WAIT), 0);
+    ASSERT_RC(crew_group_run(g, g_ret, (void *)(intptr_t)7), 0);
+    ASSERT_RC(crew_group_wait(g, LONG_WAIT), CREW_EINVAL);
+    ASSERT_RC(crew_group_run(g, g_ret, (void *)(intptr_t)CREW_EPROTO), 0);
+    ASSERT_RC(crew_group_wait(g, LONG_WAIT), CREW_EPROTO);
+    ASSERT_RC(crew_group_wait(g, LONG_WAIT), 0); /* reported once */
+
+    if (KIND == CREW_PROCESSES) {
+        int last = 12345;
+        assert_int_equal(crew_pool_worker_deaths(p, &last), 0);
+        ASSERT_RC(crew_group_run(g, g_exit, NULL), 0);
+        ASSERT_RC(crew_group_wait(g, LONG_WAIT), CREW_EWORKERDIED);
+        assert_int_equal(crew_pool_worker_deaths(p, &last), 1);
+        assert_int_equal(last, 3);
+        for (int i = 0; i < 50; i++) ASSERT_RC(crew_group_run(g, g_ret, (void *)0), 0);
+        ASSERT_RC(crew_group_wait(g, LONG_WAIT), 0);
+    }
+    crew_group_free(g);
+    pool_end(p);
+}
+
+/* One worker: a held task that then fails is the first failure, and the
+ * tasks queued behind it are skipped. Two workers: the first failure wins
+ * over a later one. */
+static void test_group_first_error(void **state) {
+    grp_setup();
+    crew_pool *p = pool_with(KIND, 1, 0);
+    crew_group *g = group_new(p);
+    run_held(g, 2); /* gate 0, then -5 */
+    for (int i = 0; i < 20; i++) ASSERT_RC(crew_group_run(g, g_mark, NULL), 0);
+    assert_false(crew_group_cancelled(g));
+    gate_open(grp, 0);
+    ASSERT_RC(crew_group_wait(g, LONG_WAIT), -5);
+    assert_int_equal(atomic_load(&grp->finished), 1);
+    assert_int_equal(atomic_load(&grp->marks), 0);
+    crew_group_free(g);
+    pool_end(p);
+
+    p = pool_with(KIND, 2, 0);
+    g = group_new(p);
+    run_held(g, 3); /* gate 1, then -7 */
+    ASSERT_RC(crew_group_run(g, g_ret, (void *)(intptr_t)-5), 0); /* on the other worker */
+    assert_true(TEST_WAIT_UNTIL(crew_group_cancelled(g), SETTLE));
+    gate_open(grp, 1);
+    ASSERT_RC(crew_group_wait(g, LONG_WAIT), -5);
+    assert_int_equal(atomic_load(&grp->finished), 2);
+    crew_group_free(g);
+    pool_end(p);
+    grp_teardown(false);
+}
+
+/* cancel: the queued tasks are skipped, the running one finishes, wait says
+ * CREW_ECANCELED and renews the group. Cancelling an empty group makes its
+ * next wait CREW_ECANCELED. */
+static void test_group_cancel(void **state) {
+    grp_setup();
+    crew_pool *p = pool_with(KIND, 1, 0);
+    crew_group *g = group_new(p);
+    run_held(g, 0);
+    for (int i = 0; i < 20; i++) ASSERT_RC(crew_group_run(g, g_mark, NULL), 0); /* < 64: queued */
+    ASSERT_RC(crew_group_wait(g, 0), CREW_ETIMEDOUT);
+    ASSERT_RC(crew_group_cancel(g), 0);
+    assert_true(crew_group_cancelled(g));
+    ASSERT_RC(crew_group_cancel(g), 0);
+    ASSERT_RC(crew_group_run(g, g_mark, NULL), CREW_ECANCELED);
+    gate_open(grp, 0);
+    ASSERT_RC(crew_group_wait(g, LONG_WAIT), CREW_ECANCELED);
+    assert_false(crew_group_cancelled(g));
+    assert_int_equal(atomic_load(&grp->finished), 1);
+    assert_int_equal(atomic_load(&grp->marks), 0);
+
+    for (int i = 0; i < 20; i++) ASSERT_RC(crew_group_run(g, g_mark, NULL), 0);
+    ASSERT_RC(crew_group_wait(g, LONG_WAIT), 0);
+    assert_int_equal(atomic_load(&grp->marks), 20);
+
+    ASSERT_RC(crew_group_cancel(g), 0);
+    ASSERT_RC(crew_group_wait(g, LONG_WAIT), CREW_ECANCELED);
+    ASSERT_RC(crew_group_wait(g, LONG_WAIT), 0);
+    crew_group_free(g);
+    pool_end(p);
+    grp_teardown(false);
+}
+
+/* THREADS (submitted): a group on its own pool; a task held on gate 1 runs
+ * on another worker; waits with timeouts 0 and SHORT (helping meanwhile);
+ * tells the test (marks = 1), which opens the gate; waits for good. out:
+ * int64[4] {code of wait(0), code of wait(SHORT), its duration in ns, code of
+ * the last wait}. */
+static int t_group_timeouts(const void *in, void *out, void *ctx) {
+    (void)in;
+    (void)ctx;
+    crew_group *g = NULL;
+    int rc = crew_group_create(&g, crew_pool_current());
+    if (rc != 0) return rc;
+    long before = atomic_load(&grp->started);
+    rc = crew_group_run(g, g_hold, &holds[1]);
+    if (rc == 0 && !TEST_WAIT_UNTIL(atomic_load(&grp->started) > before, LONG_WAIT))
+        rc = CREW_ETIMEDOUT;
+    int64_t r[4] = {0, 0, 0, 0};
+    if (rc == 0) {
+        r[0] = crew_group_wait(g, 0);
+        double t0 = test_now();
+        r[1] = crew_group_wait(g, SHORT);
+        r[2] = (int64_t)((test_now() - t0) * 1e9);
+    }
+    atomic_store(&grp->marks, 1);
+    r[3] = crew_group_wait(g, LONG_WAIT);
+    crew_group_free(g);
+    memcpy(out, r, sizeof r);
+    return rc;
+}
+
+/* wait with timeouts 0 and SHORT while a task runs: CREW_ETIMEDOUT, the
+ * group goes on; from outside, and (thread pools) from a worker. */
+static void test_group_wait_timeout(void **state) {
+    grp_setup();
+    crew_pool *p = pool_with(KIND, 1, 0);
+    crew_group *g = group_new(p);
+    run_held(g, 0);
+    double t0 = test_now();
+    ASSERT_RC(crew_group_wait(g, 0), CREW_ETIMEDOUT);
+    assert_true(test_now() - t0 < TIME_SLACK);
+    t0 = test_now();
+    ASSERT_RC(crew_group_wait(g, SHORT), CREW_ETIMEDOUT);
+    ASSERT_ELAPSED(test_now() - t0, SHORT);
+    assert_false(crew_group_cancelled(g));
+    ASSERT_RC(crew_group_wait(g, -1.0), CREW_EINVAL);
+    gate_open(grp, 0);
+    ASSERT_RC(crew_group_wait(g, LONG_WAIT), 0);
+    assert_int_equal(atomic_load(&grp->finished), 1);
+    crew_group_free(g);
+    pool_end(p);
+
+    if (KIND == CREW_THREADS) {
+        p = pool_with(KIND, 2, 0);
+        crew_future *f = submit_task(p, t_group_timeouts, NULL, 0, 4 * sizeof(int64_t), NULL);
+        assert_true(TEST_WAIT_UNTIL(atomic_load(&grp->marks) == 1 || crew_future_done(f), SETTLE));
+        gate_open(grp, 1);
+        int64_t r[4] = {1, 1, 1, 1};
+        ASSERT_RC(crew_future_get(f, r, LONG_WAIT), 0);
+        crew_future_free(f);
+        ASSERT_RC((int)r[0], CREW_ETIMEDOUT);
+        ASSERT_RC((int)r[1], CREW_ETIMEDOUT);
+        ASSERT_ELAPSED((double)r[2] * 1e-9, SHORT);
+        ASSERT_RC((int)r[3], 0);
+        assert_int_equal(atomic_load(&grp->finished), 2);
+        pool_end(p);
+    }
+    grp_teardown(false);
+}
+
+/* THREADS_ONLY: tasks add their children to the group they run in (a
+ * binary tree, from one root or several), with 1, 2 and 4 workers: every
+ * node runs once. A failing leaf cancels the rest and its code, not
+ * CREW_ECANCELED from a node's refused add, is the group's. */
+static void test_group_recursive(void **state) {
+    const size_t ws[] = {1, 2, 4};
+    enum { DEPTH = 13, ROOTS = 3 };
+    for (size_t k = 0; k < 3; k++) {
+        crew_pool *p = pool_with(KIND, ws[k], 0);
+        crew_group *g = group_new(p);
+        _Atomic long nodes = 0, leaves = 0;
+        tree_level lv[TREE_MAX];
+        tree_init(lv, g, DEPTH, &nodes, &leaves);
+        ASSERT_RC(crew_group_run(g, g_tree, &lv[DEPTH]), 0);
+        ASSERT_RC(crew_group_wait(g, LONG_WAIT), 0);
+        assert_int_equal(atomic_load(&nodes), tree_nodes(DEPTH));
+        assert_int_equal(atomic_load(&leaves), 1L << DEPTH);
+
+        atomic_store(&nodes, 0);
+        atomic_store(&leaves, 0);
+        for (int r = 0; r < ROOTS; r++) ASSERT_RC(crew_group_run(g, g_tree, &lv[DEPTH]), 0);
+        ASSERT_RC(crew_group_wait(g, LONG_WAIT), 0);
+        assert_int_equal(atomic_load(&nodes), ROOTS * tree_nodes(DEPTH));
+        assert_int_equal(atomic_load(&leaves), ROOTS * (1L << DEPTH));
+
+        atomic_store(&nodes, 0);
+        atomic_store(&leaves, 0);
+        lv[0].leaf_rc = -5;
+        ASSERT_RC(crew_group_run(g, g_tree, &lv[DEPTH]), 0);
+        ASSERT_RC(crew_group_wait(g, LONG_WAIT), -5);
+        assert_true(atomic_load(&leaves) >= 1);
+        assert_true(atomic_load(&leaves) < (1L << DEPTH));
+        lv[0].leaf_rc = 0;
+
+        atomic_store(&nodes, 0);
+        atomic_store(&leaves, 0);
+        ASSERT_RC(crew_group_run(g, g_tree, &lv[DEPTH]), 0);
+        ASSERT_RC(crew_group_wait(g, LONG_WAIT), 0);
+        assert_int_equal(atomic_load(&nodes), tree_nodes(DEPTH));
+        crew_group_free(g);
+        pool_end(p);
+    }
+}
+
+/* Submitted tasks each grow a tree in a group of their own on their pool
+ * and wait for it (a worker's nested wait; in a process pool's child the
+ * group's tasks run at once there). */
+static void test_group_nested_submit(void **state) {
+    const size_t ws[] = {1, 3};
+    enum { N = 8 };
+    for (size_t k = 0; k < 2; k++) {
+        crew_pool *p = pool_with(KIND, ws[k], 0);
+        crew_future *fs[N];
+        for (int64_t i = 0; i < N; i++) {
+            int64_t depth = 5 + i;
+            fs[i] = submit_task(p, t_group_tree, &depth, sizeof depth, 2 * sizeof(int64_t), NULL);
+        }
+        for (int64_t i = 0; i < N; i++) {
+            int64_t r[2] = {-1, -1};
+            ASSERT_RC(crew_future_get(fs[i], r, LONG_WAIT), 0);
+            assert_int_equal(r[0], tree_nodes(5 + (int)i));
+            assert_int_equal(r[1], 1L << (5 + i));
+            crew_future_free(fs[i]);
+        }
+        pool_end(p);
+    }
+}
+
+/* A group's tasks each grow a tree in an inner group and wait for it. */
+static void test_group_nested_inner(void **state) {
+    grp_setup();
+    const size_t ws[] = {1, 3};
+    enum { N = 16, DEPTH = 8 };
+    for (size_t k = 0; k < 2; k++) {
+        atomic_store(&grp_tree[0], 0);
+        atomic_store(&grp_tree[1], 0);
+        crew_pool *p = pool_with(KIND, ws[k], 0);
+        crew_group *g = group_new(p);
+        for (int i = 0; i < N; i++)
+            ASSERT_RC(crew_group_run(g, g_inner, (void *)(intptr_t)DEPTH), 0);
+        ASSERT_RC(crew_group_wait(g, LONG_WAIT), 0);
+        assert_int_equal(atomic_load(&grp_tree[0]), N * tree_nodes(DEPTH));
+        assert_int_equal(atomic_load(&grp_tree[1]), N * (1L << DEPTH));
+        crew_group_free(g);
+        pool_end(p);
+    }
+    grp_teardown(false);
+}
+
+/* THREADS_ONLY: what each g_note task saw, in the caller's memory. */
+#define NOTE_N 1000
+#define NOTE_FAIL 0x10000 /* in arg: return -9 */
+
+typedef struct note_rec {
+    _Atomic int ran;
+    _Atomic int in_adder;  /* ran in thread `adder` */
+    _Atomic int during;    /* ran while `adding` was set */
+    _Atomic int bad;       /* crew_pool_current() or crew_pool_task_index() wrong */
+} note_rec;
+
+static struct {
+    crew_pool *pool;
+    crew_group *g;
+    pthread_t adder;
+    _Atomic int adding;
+    note_rec rec[NOTE_N];
+} notes;
+
+static void notes_reset(void) {
+    for (size_t i = 0; i < NOTE_N; i++) {
+        note_rec *r = &notes.rec[i];
+        atomic_store(&r->ran, 0);
+        atomic_store(&r->in_adder, 0);
+        atomic_store(&r->during, 0);
+        atomic_store(&r->bad, 0);
+    }
+}
+
+/* arg: index | NOTE_FAIL. */
+static int g_note(void *arg) {
+    intptr_t a = (intptr_t)arg, i = a & 0xffff;
+    if (i >= NOTE_N) return CREW_EPROTO;
+    note_rec *r = &notes.rec[i];
+    atomic_fetch_add(&r->ran, 1);
+    atomic_store(&r->in_adder, pthread_equal(pthread_self(), notes.adder) != 0);
+    atomic_store(&r->during, atomic_load(&notes.adding));
+    atomic_store(&r->bad, crew_pool_current() != notes.pool || crew_pool_task_index() != SIZE_MAX);
+    return a & NOTE_FAIL ? -9 : 0;
+}
+
+/* arg: how many g_note tasks to add to notes.g, with `adding` set meanwhile. */
+static int g_fan(void *arg) {
+    intptr_t n = (intptr_t)arg;
+    int rc = 0;
+    atomic_store(&notes.adding, 1);
+    for (intptr_t i = 0; i < n && rc == 0; i++) rc = crew_group_run(notes.g, g_note, (void *)i);
+    atomic_store(&notes.adding, 0);
+    return rc;
+}
+
+/* THREADS_ONLY, throttling (pool.h): with its only worker held by a
+ * submitted task, the caller's first 64 tasks wait in the queue and the rest
+ * run at once in the caller, as tasks of the pool with no index; a failure
+ * of one run so goes to the group (crew_group_run returns 0) and the queued
+ * ones are skipped. A worker adding to a group runs a task at once when 64
+ * wait on its own deque. */
+static void test_group_throttle_inline(void **state) {
+    enum { Q = 64, N = 200 };
+    grp_setup();
+    crew_pool *p = pool_with(KIND, 1, 0);
+    crew_group *g = group_new(p);
+    notes.pool = p;
+    notes.g = g;
+    notes.adder = pthread_self();
+    notes_reset();
+    crew_future *a = submit_gated(p, grp, 1, 0, 0);
+    assert_true(TEST_WAIT_UNTIL(crew_future_running(a), SETTLE));
+    for (intptr_t i = 0; i < N; i++) ASSERT_RC(crew_group_run(g, g_note, (void *)i), 0);
+    for (int i = 0; i < N; i++) {
+        note_rec *r = &notes.rec[i];
+        if (atomic_load(&r->ran) != (i < Q ? 0 : 1) || (i >= Q && !atomic_load(&r->in_adder)))
+            fail_msg("task %d before the worker was free: ran %d times, in the caller: %d", i,
+                     atomic_load(&r->ran), atomic_load(&r->in_adder));
+    }
+    gate_open(grp, 0);
+    get_val(a, gate_result(1, 0));
+    ASSERT_RC(crew_group_wait(g, LONG_WAIT), 0);
+    for (int i = 0; i < N; i++) {
+        note_rec *r = &notes.rec[i];
+        if (atomic_load(&r->ran) != 1 || atomic_load(&r->in_adder) != (i >= Q) ||
+            atomic_load(&r->bad))
+            fail_msg("task %d: ran %d times, in the caller: %d, wrong pool or index: %d", i,
+                     atomic_load(&r->ran), atomic_load(&r->in_adder), atomic_load(&r->bad));
+    }
+
+    notes_reset();
+    a = submit_gated(p, grp, 2, 1, 0);
+    assert_true(TEST_WAIT_UNTIL(crew_future_running(a), SETTLE));
+    for (intptr_t i = 0; i < Q; i++) ASSERT_RC(crew_group_run(g, g_note, (void *)i), 0);
+    ASSERT_RC(crew_group_run(g, g_note, (void *)(intptr_t)(Q | NOTE_FAIL)), 0);
+    assert_int_equal(atomic_load(&notes.rec[Q].ran), 1);
+    assert_true(crew_group_cancelled(g));
+    ASSERT_RC(crew_group_run(g, g_note, (void *)(intptr_t)(Q + 1)), CREW_ECANCELED);
+    gate_open(grp, 1);
+    get_val(a, gate_result(2, 0));
+    ASSERT_RC(crew_group_wait(g, LONG_WAIT), -9);
+    for (int i = 0; i <= Q + 1; i++) assert_int_equal(atomic_load(&notes.rec[i].ran), i == Q);
+
+    notes_reset();
+    ASSERT_RC(crew_group_run(g, g_fan, (void *)(intptr_t)NOTE_N), 0); /* the worker adds */
+    ASSERT_RC(crew_group_wait(g, LONG_WAIT), 0);
+    for (int i = 0; i < NOTE_N; i++) {
+        note_rec *r = &notes.rec[i];
+        if (atomic_load(&r->ran) != 1 || atomic_load(&r->during) != (i >= Q) ||
+            atomic_load(&r->bad))
+            fail_msg("task %d added by a worker: ran %d times, while adding: %d, wrong pool or "
+                     "index: %d",
+                     i, atomic_load(&r->ran), atomic_load(&r->during), atomic_load(&r->bad));
+    }
+    crew_group_free(g);
+    pool_end(p);
+    grp_teardown(false);
+}
+
+/* A held task then a tree in its group: for adds after close. */
+static int g_hold_tree(void *arg) {
+    if (crew_event_wait(&grp->ev[1], LONG_WAIT) != 0) return CREW_ETIMEDOUT;
+    return g_tree(arg);
+}
+
+/* close: adds from outside get CREW_ESHUTDOWN, what was accepted runs to the
+ * end, the group's own tasks may still add (thread pools). */
+static void test_group_after_close(void **state) {
+    grp_setup();
+    crew_pool *p = pool_with(KIND, 1, 0);
+    crew_group *g = group_new(p);
+    crew_group *g2 = group_new(p);
+    _Atomic long nodes = 0, leaves = 0;
+    tree_level lv[TREE_MAX];
+    tree_init(lv, g2, 6, &nodes, &leaves);
+    run_held(g, 0);
+    for (int i = 0; i < 5; i++) ASSERT_RC(crew_group_run(g, g_mark, NULL), 0);
+    if (KIND == CREW_THREADS) ASSERT_RC(crew_group_run(g2, g_hold_tree, &lv[6]), 0);
+    ASSERT_RC(crew_pool_close(p), 0);
+    ASSERT_RC(crew_group_run(g, g_mark, NULL), CREW_ESHUTDOWN);
+    ASSERT_RC(crew_group_run(g2, g_mark, NULL), CREW_ESHUTDOWN);
+    assert_false(crew_group_cancelled(g));
+    gate_open(grp, 0);
+    gate_open(grp, 1);
+    ASSERT_RC(crew_group_wait(g, LONG_WAIT), 0);
+    ASSERT_RC(crew_group_wait(g2, LONG_WAIT), 0);
+    assert_int_equal(atomic_load(&grp->finished), 1);
+    assert_int_equal(atomic_load(&grp->marks), 5);
+    if (KIND == CREW_THREADS) assert_int_equal(atomic_load(&nodes), tree_nodes(6));
+    ASSERT_RC(crew_pool_join(p, LONG_WAIT), 0);
+    ASSERT_RC(crew_group_run(g, g_mark, NULL), CREW_ESHUTDOWN);
+    ASSERT_RC(crew_group_wait(g, 0), 0);
+    crew_group_free(g);
+    crew_group_free(g2);
+    crew_pool_free(p);
+    assert_int_equal(atomic_load(&grp->marks), 5);
+    grp_teardown(false);
+}
+
+/* terminate: queued tasks are dropped (wait says CREW_ECANCELED), the
+ * running one finishes (threads) or dies with its worker process; adds
+ * from outside get CREW_ESHUTDOWN (or CREW_ECANCELED in a group whose
+ * tasks were dropped: it is cancelled). */
+static void test_group_terminate(void **state) {
+    const bool procs = KIND == CREW_PROCESSES;
+    grp_setup();
+    crew_pool *p = pool_with(KIND, 1, 0);
+    crew_group *g = group_new(p);
+    run_held(g, 0);
+    for (int i = 0; i < 10; i++) ASSERT_RC(crew_group_run(g, g_mark, NULL), 0);
+    crew_group *g2 = group_new(p);
+    ASSERT_RC(crew_pool_terminate(p), 0);
+    ASSERT_RC(crew_group_run(g2, g_mark, NULL), CREW_ESHUTDOWN);
+    assert_true(crew_group_cancelled(g)); /* its queued tasks were dropped */
+    ASSERT_RC(crew_group_run(g, g_mark, NULL), CREW_ECANCELED);
+    if (!procs) ASSERT_RC(crew_group_wait(g, SHORT), CREW_ETIMEDOUT); /* the held one runs */
+    gate_open(grp, 0);
+    ASSERT_RC(crew_group_wait(g, LONG_WAIT), CREW_ECANCELED);
+    ASSERT_RC(crew_pool_join(p, LONG_WAIT), 0);
+    assert_int_equal(atomic_load(&grp->marks), 0);
+    assert_int_equal(atomic_load(&grp->finished), procs ? 0 : 1);
+    ASSERT_RC(crew_group_wait(g2, 0), 0);
+    crew_group_free(g);
+    crew_group_free(g2);
+    crew_pool_free(p);
+    grp_teardown(procs);
+}
+
+/* THREADS (arg: its group): adds 10 g_mark tasks (onto its worker's own
+ * deque), counts its start, then waits for gate 1. */
+static int g_add_then_hold(void *arg) {
+    for (int i = 0; i < 10; i++) {
+        int rc = crew_group_run(arg, g_mark, NULL);
+        if (rc != 0) return rc;
+    }
+    atomic_fetch_add(&grp->started, 1);
+    if (crew_event_wait(&grp->ev[1], LONG_WAIT) != 0) return CREW_ETIMEDOUT;
+    atomic_fetch_add(&grp->finished, 1);
+    return 0;
+}
+
+/* THREADS_ONLY: terminate also drops the group's tasks queued on a worker's
+ * own deque (added by a running task), and a wait from outside then gets
+ * CREW_ECANCELED though no task failed. */
+static void test_group_terminate_deque(void **state) {
+    grp_setup();
+    crew_pool *p = pool_with(KIND, 1, 0);
+    crew_group *g = group_new(p);
+    ASSERT_RC(crew_group_run(g, g_add_then_hold, g), 0);
+    assert_true(TEST_WAIT_UNTIL(atomic_load(&grp->started) == 1, SETTLE));
+    ASSERT_RC(crew_pool_terminate(p), 0);
+    gate_open(grp, 1);
+    ASSERT_RC(crew_group_wait(g, LONG_WAIT), CREW_ECANCELED);
+    assert_int_equal(atomic_load(&grp->finished), 1);
+    assert_int_equal(atomic_load(&grp->marks), 0);
+    ASSERT_RC(crew_pool_join(p, LONG_WAIT), 0);
+    crew_group_free(g);
+    crew_pool_free(p);
+    grp_teardown(false);
+}
+
+/* arg: a future (no result) to complete. */
+static int g_complete(void *arg) { return crew_future_set_result(arg, NULL); }
+
+typedef struct credit_ctx {
+    crew_future *fx;
+    gates *g;
+} credit_ctx;
+
+/* THREADS (submitted; ctx: credit_ctx): waits for fx (its worker helps
+ * meanwhile), counts its start in g, then waits for g's gate 2. */
+static int t_help_then_hold(const void *in, void *out, void *ctx) {
+    (void)in;
+    (void)out;
+    credit_ctx *c = ctx;
+    int rc = crew_future_get(c->fx, NULL, LONG_WAIT);
+    if (rc != 0) return rc;
+    atomic_fetch_add(&c->g->started, 1);
+    if (crew_event_wait(&c->g->ev[2], LONG_WAIT) != 0) return CREW_ETIMEDOUT;
+    return 0;
+}
+
+/* THREADS_ONLY: a group's wait returns once its tasks are done, though the
+ * worker that ran them last goes on at once with something that lasts: a
+ * task of another group, a submitted task, or (having run them while it
+ * helped in a wait) the rest of the task that waited. */
+static void test_group_credit_released(void **state) {
+    grp_setup();
+    gates *gb = gates_new();
+    crew_pool *p = pool_with(KIND, 1, 0);
+    crew_group *g1 = group_new(p), *g2 = group_new(p);
+
+    crew_future *a = submit_gated(p, gb, 1, 0, 0);
+    assert_true(TEST_WAIT_UNTIL(crew_future_running(a), SETTLE));
+    for (int i = 0; i < 20; i++) ASSERT_RC(crew_group_run(g1, g_mark, NULL), 0);
+    ASSERT_RC(crew_group_run(g2, g_hold, &holds[0]), 0); /* after them */
+    gate_open(gb, 0);
+    get_val(a, gate_result(1, 0));
+    ASSERT_RC(crew_group_wait(g1, LONG_WAIT), 0);
+    assert_int_equal(atomic_load(&grp->marks), 20);
+    ASSERT_RC(crew_group_wait(g2, 0), CREW_ETIMEDOUT);
+    gate_open(grp, 0);
+    ASSERT_RC(crew_group_wait(g2, LONG_WAIT), 0);
+
+    a = submit_gated(p, gb, 2, 1, 0);
+    assert_true(TEST_WAIT_UNTIL(crew_future_running(a), SETTLE));
+    for (int i = 0; i < 20; i++) ASSERT_RC(crew_group_run(g1, g_mark, NULL), 0);
+    crew_future *b = submit_gated(p, grp, 3, 1, 0); /* after them */
+    gate_open(gb, 1);
+    get_val(a, gate_result(2, 0));
+    ASSERT_RC(crew_group_wait(g1, LONG_WAIT), 0);
+    assert_int_equal(atomic_load(&grp->marks), 40);
+    assert_false(crew_future_done(b));
+    gate_open(grp, 1);
+    get_val(b, gate_result(3, 0));
+
+    crew_future *fx = NULL;
+    ASSERT_RC(crew_future_create(&fx, 0), 0);
+    credit_ctx c = {fx, gb};
+    crew_future *s = submit_task(p, t_help_then_hold, NULL, 0, 0, &c);
+    assert_true(TEST_WAIT_UNTIL(crew_future_running(s), SETTLE));
+    for (int i = 0; i < 19; i++) ASSERT_RC(crew_group_run(g1, g_mark, NULL), 0);
+    ASSERT_RC(crew_group_run(g1, g_complete, fx), 0); /* the last one */
+    assert_true(TEST_WAIT_UNTIL(atomic_load(&gb->started) == 3 || crew_future_done(s), SETTLE));
+    ASSERT_RC(crew_group_wait(g1, LONG_WAIT), 0);
+    assert_int_equal(atomic_load(&grp->marks), 59);
+    assert_false(crew_future_done(s));
+    gate_open(gb, 2);
+    ASSERT_RC(crew_future_get(s, NULL, LONG_WAIT), 0);
+    crew_future_free(s);
+    crew_future_free(fx);
+
+    crew_group_free(g1);
+    crew_group_free(g2);
+    pool_end(p);
+    gates_free(gb);
+    grp_teardown(false);
+}
+
+static int op_group_free(helper *h) {
+    crew_group_free(h->group);
+    return 0;
+}
+
+/* crew_group_free with a task running: cancels the queued ones and blocks
+ * until the running one ends. */
+static void test_group_free_waits(void **state) {
+    grp_setup();
+    crew_pool *p = pool_with(KIND, 1, 0);
+    crew_group *g = group_new(p);
+    run_held(g, 0);
+    for (int i = 0; i < 5; i++) ASSERT_RC(crew_group_run(g, g_mark, NULL), 0);
+    helper h = {.group = g};
+    helper_start(&h, op_group_free);
+    assert_blocked(&h);
+    assert_int_equal(atomic_load(&grp->finished), 0);
+    gate_open(grp, 0);
+    th_join(h.th);
+    ASSERT_RC(h.rc, 0);
+    assert_int_equal(atomic_load(&grp->finished), 1);
+    assert_int_equal(atomic_load(&grp->marks), 0);
+    g = group_new(p); /* the pool goes on */
+    for (int i = 0; i < 5; i++) ASSERT_RC(crew_group_run(g, g_mark, NULL), 0);
+    crew_group_free(g); /* waits for them (or skips them): none left over */
+    assert_true(atomic_load(&grp->marks) <= 5);
+    pool_end(p);
+    grp_teardown(false);
+}
+
+static void test_group_null_arguments(void **state) {
+    crew_pool *p = pool_with(KIND, 1, 0);
+    crew_group *g = NULL;
+    ASSERT_RC(crew_group_create(NULL, p), CREW_EINVAL);
+    ASSERT_RC(crew_group_create(&g, NULL), CREW_EINVAL);
+    assert_null(g);
+    g = group_new(p);
+    ASSERT_RC(crew_group_run(NULL, g_ret, NULL), CREW_EINVAL);
+    ASSERT_RC(crew_group_run(g, NULL, NULL), CREW_EINVAL);
+    ASSERT_RC(crew_group_wait(NULL, 0), CREW_EINVAL);
+    ASSERT_RC(crew_group_wait(NULL, LONG_WAIT), CREW_EINVAL);
+    ASSERT_RC(crew_group_wait(g, -1.0), CREW_EINVAL);
+    ASSERT_RC(crew_group_wait(g, NAN), CREW_EINVAL);
+    ASSERT_RC(crew_group_cancel(NULL), CREW_EINVAL);
+    assert_false(crew_group_cancelled(NULL));
+    crew_group_free(NULL);
+    assert_false(crew_group_cancelled(g)); /* none of it touched g */
+    ASSERT_RC(crew_group_wait(g, 0), 0);
+    crew_group_free(g);
+    pool_end(p);
+}
+
+static int child_group_calls(void *arg) {
+    crew_group *g = arg;
+    CHILD_RC(crew_group_run(g, g_ret, NULL), CREW_ECHILD);
+    CHILD_RC(crew_group_wait(g, 0), 0);
+    crew_group_free(g); /* only releases memory */
+    return 0;
+}
+
+/* A forked child cannot add to its parent's pool through a group. */
+static void test_group_fork_child(void **state) {
+    crew_pool *p = pool_with(KIND, 2, 0);
+    crew_group *g = group_new(p);
+    reap_ok(fork_child(child_group_calls, g));
+    for (int i = 0; i < 10; i++) ASSERT_RC(crew_group_run(g, g_ret, NULL), 0);
+    ASSERT_RC(crew_group_wait(g, LONG_WAIT), 0);
+    crew_group_free(g);
+    pool_end(p);
+}
+
 /* ------------------------------------------------------------------ main */
 
 typedef struct pool_test {
@@ -2705,6 +3562,23 @@ static const pool_test suite[] = {
     T(test_rng_monte_carlo, ANY_KIND),
     T(test_fork_child, ANY_KIND),
     T(test_thread_names_and_idle, THREADS_ONLY),
+    T(test_group_runs_all, SHARED_MAP),
+    T(test_group_task_context, ANY_KIND),
+    T(test_group_errors, ANY_KIND),
+    T(test_group_first_error, SHARED_MAP),
+    T(test_group_cancel, SHARED_MAP),
+    T(test_group_wait_timeout, SHARED_MAP),
+    T(test_group_recursive, THREADS_ONLY),
+    T(test_group_nested_submit, ANY_KIND),
+    T(test_group_nested_inner, SHARED_MAP),
+    T(test_group_throttle_inline, THREADS_ONLY),
+    T(test_group_after_close, SHARED_MAP),
+    T(test_group_terminate, SHARED_MAP),
+    T(test_group_terminate_deque, THREADS_ONLY),
+    T(test_group_free_waits, SHARED_MAP),
+    T(test_group_credit_released, THREADS_ONLY),
+    T(test_group_null_arguments, ANY_KIND),
+    T(test_group_fork_child, ANY_KIND),
 };
 
 /* Every test once per kind it applies to, named "<kind>:<test>". */

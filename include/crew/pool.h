@@ -212,8 +212,9 @@ CREW_API int crew_pool_submit(crew_pool *pool, const crew_task *task, crew_futur
  * splitting: a task adds its sub-tasks to the group it runs in).
  *
  * Throttling: a thread pool's worker that adds a task while 64 tasks
- * already wait on its own deque, or an outside thread while 64 per worker
- * wait in the pool's shared queue, runs the task at once, in the calling
+ * already wait on its own deque, or an outside thread while about 64 per
+ * worker of the group's tasks are unfinished (queued or running; the count
+ * is kept loosely, see group.c), runs the task at once, in the calling
  * thread, before crew_group_run returns (as OpenMP runtimes do with tasks,
  * and as Java's CallerRunsPolicy does); the queue stays short and no
  * parallelism is lost. So a group's task must not wait for something its
@@ -241,7 +242,9 @@ CREW_API int crew_group_run(crew_group *g, crew_group_fn fn, void *arg);
 /* Wait up to `timeout` for every task of the group to finish. Returns 0
  * when all succeeded, else the first failure's code, or CREW_ECANCELED
  * (cancelled, or its tasks were dropped by crew_pool_terminate); the group
- * is then empty and no longer cancelled, ready to be used again.
+ * is then empty and no longer cancelled, ready to be used again. (With
+ * several threads waiting on one group, each returns once it is empty, but
+ * only the first to return gets the failure: it resets the group.)
  * CREW_ETIMEDOUT: tasks are still running (wait again later). Blocks; a
  * worker of the pool waiting on it runs other tasks meanwhile. */
 CREW_API int crew_group_wait(crew_group *g, double timeout);

@@ -177,6 +177,10 @@ int crew_group_create(crew_group **out, crew_pool *pool) {
 
 /* Run fn(arg) now in the adding thread w (NULL: outside the pool). */
 static void run_here(crew_group *g, crew__worker *w, crew_group_fn fn, void *arg) {
+    if (atomic_load_explicit(&g->pool->terminating, memory_order_relaxed)) {
+        fail(g, CREW_ECANCELED); /* as a queued task would be */
+        return;
+    }
     int rc = w ? call_fn(g->pool, w, fn, arg) : crew__pool_run_guest(g->pool, fn, arg);
     if (rc != 0) fail(g, rc);
 }

@@ -13,7 +13,13 @@
  *             (chunk 1, window 256) while another thread streams an ordered
  *             imap;
  *   nested    test_scaled(20000) submitted tasks, each mapping 32 items (chunk
- *             1) and running a 64-iteration for (grain 1) on the same pool.
+ *             1) and running a 64-iteration for (grain 1) on the same pool;
+ *   group     4 outside threads each run test_scaled(200000) tasks through
+ *             task groups, a fresh group for each of 64 rounds, freed the
+ *             moment its wait returns (one thread waits by polling with a
+ *             1 ms timeout); every 1024th task grows a binary tree of 126
+ *             more tasks in its own group, every 4096th a tree in a group of
+ *             its own that it waits for (a worker's nested wait).
  *
  * Every item has an id and a bit in a board in a MAP_SHARED mapping (made
  * before the pool, so process pools can use it too). Whoever runs an item
@@ -644,6 +650,169 @@ static void stress_nested(void **state) {
     board_free(b);
 }
 
+/* ----------------------------------------------------------------- group */
+
+#define GROUPERS 4
+#define GROUP_ROUNDS 64
+#define TREE_EVERY 1024  /* a task with id % TREE_EVERY == 0 grows a tree in its group */
+#define INNER_EVERY 4096 /* one with id % INNER_EVERY == INNER_EVERY / 2 a tree in its own */
+#define TREE_DEPTH 6     /* heap indices 1 (the task itself) .. 2^(TREE_DEPTH+1) - 1 */
+#define TREE_END (2u << TREE_DEPTH)
+#define TREE_IDS ((uint64_t)TREE_END - 2) /* nodes below a root, with ids of their own */
+
+_Static_assert(sizeof(uintptr_t) >= 8, "a task's argument packs 56 bits");
+
+typedef struct grouper {
+    pthread_t th;
+    int id;
+    crew_pool *pool;
+    uint64_t first, count; /* its flat ids */
+    crew_group *g;         /* the round's group; its tasks read it */
+    errs e;
+    uint64_t timeouts;     /* grouper 0: waits that timed out */
+} grouper;
+
+/* What the group tasks find (threads only: a group is this process's). Ids:
+ * [0, flat) the flat tasks, then TREE_IDS per tree, then per inner tree. */
+static struct {
+    board *b;
+    uint64_t tree_base, inner_base;
+    grouper *groupers;
+} gs;
+
+/* A task's argument: grouper k, heap index j (1: a flat task), flat id. */
+static void *genc(unsigned k, unsigned j, uint64_t flat) {
+    return (void *)(uintptr_t)(((uint64_t)k << 48) | ((uint64_t)j << 40) | flat);
+}
+
+/* A node of an inner tree: its group, the ids of its tree, its heap index,
+ * and the tree's nodes (on the stack of the task that waits for them). */
+typedef struct inner_node {
+    crew_group *g;
+    uint64_t base;
+    unsigned j;
+    struct inner_node *nodes;
+} inner_node;
+
+static int g_inner_node(void *arg) {
+    inner_node *n = arg;
+    mark(gs.b, n->base + n->j - 2);
+    for (unsigned c = 2 * n->j; c < TREE_END && c <= 2 * n->j + 1; c++) {
+        int rc = crew_group_run(n->g, g_inner_node, &n->nodes[c]);
+        if (rc != 0) return rc;
+    }
+    return 0;
+}
+
+/* Flat task `flat` grows a tree in a group of its own and waits for it. */
+static int inner_tree(uint64_t flat) {
+    crew_pool *p = crew_pool_current();
+    if (p == NULL) return CREW_EPROTO;
+    crew_group *g = NULL;
+    int rc = crew_group_create(&g, p);
+    if (rc != 0) return rc;
+    inner_node nodes[TREE_END];
+    for (unsigned j = 0; j < TREE_END; j++)
+        nodes[j] = (inner_node){g, gs.inner_base + flat / INNER_EVERY * TREE_IDS, j, nodes};
+    for (unsigned c = 2; c <= 3 && rc == 0; c++) rc = crew_group_run(g, g_inner_node, &nodes[c]);
+    int w = crew_group_wait(g, WAIT);
+    if (w == CREW_ETIMEDOUT) return w; /* its tasks may still use g and nodes: leak, fail */
+    crew_group_free(g);
+    return rc != 0 ? rc : w;
+}
+
+/* A flat task (j 1) or a node of a tree in the grouper's group. */
+static int g_stress(void *arg) {
+    uint64_t a = (uintptr_t)arg;
+    unsigned k = (unsigned)(a >> 48) & 0xff, j = (unsigned)(a >> 40) & 0xff;
+    uint64_t flat = a & ((1ull << 40) - 1);
+    if (j == 1) {
+        mark(gs.b, flat);
+        if (flat % INNER_EVERY == INNER_EVERY / 2) {
+            int rc = inner_tree(flat);
+            if (rc != 0) return rc;
+        }
+        if (flat % TREE_EVERY != 0) return 0;
+    } else {
+        mark(gs.b, gs.tree_base + flat / TREE_EVERY * TREE_IDS + j - 2);
+    }
+    crew_group *g = gs.groupers[k].g;
+    for (unsigned c = 2 * j; c < TREE_END && c <= 2 * j + 1; c++) {
+        int rc = crew_group_run(g, g_stress, genc(k, c, flat));
+        if (rc != 0) return rc;
+    }
+    return 0;
+}
+
+static void *grouper_main(void *arg) {
+    grouper *s = arg;
+    for (uint64_t r = 0; r < GROUP_ROUNDS; r++) {
+        uint64_t lo = s->first + s->count * r / GROUP_ROUNDS;
+        uint64_t hi = s->first + s->count * (r + 1) / GROUP_ROUNDS;
+        crew_group *g = NULL;
+        int rc = crew_group_create(&g, s->pool);
+        if (rc != 0) {
+            note(&s->e, rc);
+            return NULL;
+        }
+        s->g = g;
+        for (uint64_t id = lo; id < hi && rc == 0; id++)
+            rc = crew_group_run(g, g_stress, genc((unsigned)s->id, 1, id));
+        if (rc != 0) note(&s->e, rc);
+        if (s->id == 0) { /* sets and finds the waiter bit many times */
+            double end = test_now() + WAIT;
+            while ((rc = crew_group_wait(g, 0.001)) == CREW_ETIMEDOUT && test_now() < end)
+                s->timeouts++;
+        } else {
+            rc = crew_group_wait(g, WAIT);
+        }
+        if (rc != 0) {
+            note(&s->e, rc);
+            if (rc == CREW_ETIMEDOUT) return NULL; /* its tasks may still use g: leak it */
+        }
+        crew_group_free(g); /* at once: the last task's wake-up must not touch it */
+    }
+    return NULL;
+}
+
+static void stress_group(void **state) {
+    uint64_t flat = (uint64_t)test_scaled(GROUPERS * 200000L);
+    uint64_t trees = (flat + TREE_EVERY - 1) / TREE_EVERY;
+    uint64_t inners = (flat + INNER_EVERY / 2 - 1) / INNER_EVERY;
+    uint64_t n = flat + (trees + inners) * TREE_IDS;
+    board *b = board_new(n);
+    grouper *s = calloc(GROUPERS, sizeof *s);
+    assert_non_null(s);
+    gs.b = b;
+    gs.tree_base = flat;
+    gs.inner_base = flat + trees * TREE_IDS;
+    gs.groupers = s;
+    crew_pool *p = pool_new(KIND);
+    double t0 = test_now();
+    uint64_t per = flat / GROUPERS;
+    for (int k = 0; k < GROUPERS; k++) {
+        s[k].id = k;
+        s[k].pool = p;
+        s[k].first = per * (uint64_t)k;
+        s[k].count = k == GROUPERS - 1 ? flat - per * (uint64_t)k : per;
+        th_start(&s[k].th, grouper_main, &s[k]);
+    }
+    for (int k = 0; k < GROUPERS; k++) th_join(s[k].th);
+    double dt = test_now() - t0;
+    pool_end(p);
+    for (int k = 0; k < GROUPERS; k++) {
+        char who[32];
+        snprintf(who, sizeof who, "grouper %d", k);
+        check_errs(&s[k].e, who);
+    }
+    board_check(b, NULL, "group");
+    assert_int_equal(atomic_load(&b->ran), n);
+    report("group, 4 threads + trees", n, dt);
+    printf("  (%llu waits of 1 ms timed out)\n", (unsigned long long)s[0].timeouts);
+    free(s);
+    board_free(b);
+}
+
 /* ------------------------------------------------------------------ main */
 
 typedef struct stress_test {
@@ -653,7 +822,7 @@ typedef struct stress_test {
 
 static const stress_test suite[] = {
     {"submit", stress_submit}, {"map", stress_map},       {"for", stress_for},
-    {"imap", stress_imap},     {"nested", stress_nested},
+    {"imap", stress_imap},     {"nested", stress_nested}, {"group", stress_group},
 };
 
 int main(void) {
