@@ -217,7 +217,9 @@ CREW_API int crew_pool_submit(crew_pool *pool, const crew_task *task, crew_futur
  * is kept loosely, see group.c), runs the task at once, in the calling
  * thread, before crew_group_run returns (as OpenMP runtimes do with tasks,
  * and as Java's CallerRunsPolicy does); the queue stays short and no
- * parallelism is lost. So a group's task must not wait for something its
+ * parallelism is lost. So does a worker whose queued tasks the other
+ * workers take as fast as it queues them, for a short burst (at most
+ * 4096 tasks or 50 us): they are then cheaper to run than to queue. So a group's task must not wait for something its
  * adder does after adding it. A process pool runs every task in a child:
  * `arg` is passed as is, and must mean the same there (global memory set
  * before the pool was created, the arena, or a number cast to a pointer). */

@@ -148,6 +148,10 @@ static inline bool crew__deque_deeper(crew__deque *d, int64_t n) {
     return b - d->top_seen >= n;
 }
 
+/* Any thread: how many tasks have left the deque at the top so far (taken
+ * by thieves, or the owner's last one): a counter that only grows. */
+static inline int64_t crew__deque_taken(crew__deque *d) { return atomic_load_explicit(&d->top, memory_order_relaxed); }
+
 /* A snapshot: whether the deque looks non-empty. */
 static inline bool crew__deque_busy(crew__deque *d) {
     return atomic_load_explicit(&d->top, memory_order_seq_cst) <

@@ -53,8 +53,49 @@
 #include "pool/pool_internal.h"
 
 /* Run a task at once when this many wait on the adding worker's deque (or,
- * from outside, this many per worker in the injector). */
+ * from outside, this many per worker are unfinished). */
 #define GROUP_INLINE_DEPTH 64
+/* Bursts. A worker that queues a window of GROUP_WINDOW tasks within
+ * GROUP_WINDOW_NS and sees thieves take nearly all of them meanwhile, more
+ * than two per thief, knows that they run a task in less time than it takes
+ * to queue one (a cache-line exchange with the thief per task, ~100-200 ns):
+ * running the next ones here is then no slower, and it runs up to
+ * GROUP_BURST of them at once, for at most GROUP_BURST_NS, before queueing
+ * again. Without this a worker and a thief settle into a steady state
+ * where every task of a stream of tiny ones is queued and stolen one by
+ * one, at ~20 times the cost of running it; the deque never gets deep
+ * enough for the throttle above. Thieves busy with a long task each take
+ * one each, and a slow stream of tasks takes long: neither starts a burst,
+ * so a burst never holds back work that others could do in parallel for
+ * more than about GROUP_BURST_NS. */
+#define GROUP_WINDOW 64
+#define GROUP_WINDOW_NS (GROUP_WINDOW * 500)
+#define GROUP_BURST 4096
+#define GROUP_BURST_NS (50 * 1000)
+
+/* In a burst: whether to run the next task at once (and count it). */
+static bool bursting(crew__worker *w) {
+    if (w->burst_left == 0) return false;
+    if ((--w->burst_left & 63) == 0 && crew__now_ns() - w->burst_t0 > GROUP_BURST_NS) w->burst_left = 0;
+    return true;
+}
+
+/* A task is about to be queued on w's deque: track the window. */
+static void window_push(crew_pool *pool, crew__worker *w) {
+    if (w->win_pushes++ == 0) {
+        w->win_taken = crew__deque_taken(&w->deque);
+        w->win_t0 = crew__now_ns();
+        return;
+    }
+    if (w->win_pushes < GROUP_WINDOW) return;
+    w->win_pushes = 0;
+    int64_t now = crew__now_ns(), taken = crew__deque_taken(&w->deque) - w->win_taken;
+    if (pool->nworkers > 1 && now - w->win_t0 < GROUP_WINDOW_NS && taken > GROUP_WINDOW - 8 &&
+        taken > 2 * (int64_t)(pool->nworkers - 1)) {
+        w->burst_left = GROUP_BURST;
+        w->burst_t0 = now;
+    }
+}
 
 #define WAITER 0x80000000u
 #define COUNT 0x7fffffffu
@@ -194,7 +235,7 @@ int crew_group_run(crew_group *g, crew_group_fn fn, void *arg) {
         return 0;
     }
     crew__worker *w = crew__pool_self(pool);
-    if (w && crew__deque_deeper(&w->deque, GROUP_INLINE_DEPTH)) {
+    if (w && (crew__deque_deeper(&w->deque, GROUP_INLINE_DEPTH) || bursting(w))) {
         run_here(g, w, fn, arg);
         return 0;
     }
@@ -213,6 +254,7 @@ int crew_group_run(crew_group *g, crew_group_fn fn, void *arg) {
         return CREW_ENOMEM;
     }
     *t = (group_task){.task = {crew__group_task_run}, .g = g, .fn = fn, .arg = arg};
+    if (w) window_push(pool, w);
     if (w && crew__group_stash == g && stash_credit > 0) stash_credit--; /* spend credit */
     else atomic_fetch_add(&g->state, 1);
     rc = crew__pool_push(pool, &t->task);

@@ -33,6 +33,11 @@ struct crew__worker {
     crew_pool *pool;
     size_t id;
     uint64_t seed;              /* victim choice (xorshift); owner only */
+    /* group.c's throttle (owner only): a burst of tasks run at once, and
+     * the window of queued tasks it is decided on. */
+    uint32_t burst_left;
+    uint32_t win_pushes;
+    int64_t burst_t0, win_t0, win_taken;
     _Atomic size_t accepted;    /* units this worker accepted (owner writes) */
     _Atomic size_t completed;   /* units this worker completed (owner writes) */
     /* CREW_PROCESSES: the child process that runs this worker's calls, and

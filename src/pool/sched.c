@@ -236,7 +236,6 @@ void crew__pool_run(crew__worker *w, crew__task *t) {
  * `spinning` meanwhile. ready/arg: a helper's predicate, checked too. */
 static crew__task *spin_for_work(crew__worker *w, bool (*ready)(void *), void *arg) {
     crew_pool *pool = w->pool;
-    crew__group_flush(); /* no work found: give back group credit */
     /* `spinning` only spares sleepers a wake-up: with none asleep there is
      * nothing to spare, so a busy pool's spinners leave the shared line
      * alone. (Counting too little costs an extra wake, never a lost one.) */
@@ -244,6 +243,11 @@ static crew__task *spin_for_work(crew__worker *w, bool (*ready)(void *), void *a
     if (counted) atomic_fetch_add(&pool->spinning, 1);
     crew__task *t = NULL;
     for (int i = 0; i < SPIN_ROUNDS && !t; i++) {
+        /* Still no work after a round: give back group credit. Not at once:
+         * a worker that steals a stream of small tasks finds none for a
+         * moment after each, and giving back every time would bounce the
+         * group's counter between the cores. */
+        if (i == 1) crew__group_flush();
         if (ready && ready(arg)) break;
         if (atomic_load_explicit(&pool->stop, memory_order_relaxed) && !ready) break;
         t = find_work(w);
