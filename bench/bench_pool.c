@@ -205,6 +205,51 @@ static double crew_group_nested(size_t n, crew_future **futs) {
     return t1;
 }
 
+/* ---- the baselines of the task figures */
+
+typedef enum task_shape { TASKS_FLAT, TASKS_TREE } task_shape;
+
+/* One timed run of OpenMP's and of TBB's version of a task figure (n tasks,
+ * or a tree n levels deep), each followed by the pause; keep the best
+ * times in *omp_s and *tbb_s. */
+static void time_task_baselines(task_shape shape, size_t n, double *omp_s, double *tbb_s) {
+    (void)shape, (void)n, (void)omp_s, (void)tbb_s;
+#if CREW_BENCH_HAVE_OPENMP
+    double t0 = crew_now();
+    if (shape == TASKS_FLAT)
+        omp_pool_empty_tasks(n, workers);
+    else
+        omp_pool_tree_tasks((int)n, workers);
+    *omp_s = min_d(*omp_s, crew_now() - t0);
+    settle();
+#endif
+#if CREW_BENCH_HAVE_TBB
+    if (have_tbb) {
+        double t1 = crew_now();
+        if (shape == TASKS_FLAT)
+            tbb_pool_empty_tasks(n);
+        else
+            tbb_pool_tree_tasks((int)n);
+        *tbb_s = min_d(*tbb_s, crew_now() - t1);
+        settle();
+    }
+#endif
+}
+
+/* "; openmp task X ns/task, ratio R; tbb ..." for a crew time, and the
+ * end of the line. ns: nanoseconds per task per second of run. */
+static void print_task_ratios(double crew_s, double ns, double omp_s, double tbb_s) {
+    if (CREW_BENCH_HAVE_OPENMP)
+        printf("; openmp task %.1f ns/task, ratio %.2fx", omp_s * ns, crew_s / omp_s);
+    else
+        printf("; openmp: not available");
+    if (have_tbb)
+        printf("; tbb task_group %.1f ns/task, ratio %.2fx", tbb_s * ns, crew_s / tbb_s);
+    else
+        printf("; tbb: not installed");
+    printf("\n");
+}
+
 /* ---- a tree of tasks: every inner task adds its two children to the
  * group; nothing is throttled (a deque never holds more than about two
  * tasks per level), so this is the cost of the queue itself. */
@@ -252,39 +297,19 @@ static double crew_tree(int depth) {
 static void bench_tree(bool quick) {
     int depth = quick ? 17 : 20, reps = quick ? 3 : 5;
     size_t n = ((size_t)2 << depth) - 1;
-    crew_tree(depth - 3); /* warm up */
-#if CREW_BENCH_HAVE_OPENMP
-    omp_pool_tree_tasks(depth - 3, workers);
-    settle();
-#endif
     double crew_s = 1e300, omp_s = 1e300, tbb_s = 1e300;
+    crew_tree(depth - 3); /* warm up */
+    time_task_baselines(TASKS_TREE, (size_t)depth - 3, &omp_s, &tbb_s);
+    omp_s = tbb_s = 1e300;
     for (int r = 0; r < reps; r++) {
         crew_s = min_d(crew_s, crew_tree(depth));
         settle();
-#if CREW_BENCH_HAVE_OPENMP
-        double t0 = crew_now();
-        omp_pool_tree_tasks(depth, workers);
-        omp_s = min_d(omp_s, crew_now() - t0);
-        settle();
-#endif
-#if CREW_BENCH_HAVE_TBB
-        if (have_tbb) {
-            double t1 = crew_now();
-            tbb_pool_tree_tasks(depth);
-            tbb_s = min_d(tbb_s, crew_now() - t1);
-            settle();
-        }
-#endif
+        time_task_baselines(TASKS_TREE, (size_t)depth, &omp_s, &tbb_s);
     }
-    double ns = 1e9 / (double)n;
     printf("task tree, %zu tasks (each inner task spawns two), ns/task, best of %d; ratio = crew / baseline\n", n,
            reps);
-    printf("  crew group (nested) %.1f ns/task", crew_s * ns);
-    if (CREW_BENCH_HAVE_OPENMP)
-        printf("; openmp task %.1f ns/task, ratio %.2fx", omp_s * ns, crew_s / omp_s);
-    if (have_tbb)
-        printf("; tbb task_group %.1f ns/task, ratio %.2fx", tbb_s * ns, crew_s / tbb_s);
-    printf("\n");
+    printf("  crew group (nested) %.1f ns/task", crew_s * (1e9 / (double)n));
+    print_task_ratios(crew_s, 1e9 / (double)n, omp_s, tbb_s);
     fflush(stdout);
 }
 
@@ -306,14 +331,12 @@ static void bench_empty(bool quick) {
         "submit, main thread: submit N, wait ALL, free the futures",
         "submit, nested: one task submits N to its pool, waits",
     };
+    double crew_s[EMPTY_CREW], omp_s = 1e300, tbb_s = 1e300;
     /* Warm up: every runtime's threads started, allocators primed. */
     for (int k = 0; k < EMPTY_CREW; k++)
         run[k](n / 10, futs);
-#if CREW_BENCH_HAVE_OPENMP
-    omp_pool_empty_tasks(n / 10, workers);
-    settle();
-#endif
-    double crew_s[EMPTY_CREW], omp_s = 1e300, tbb_s = 1e300;
+    time_task_baselines(TASKS_FLAT, n / 10, &omp_s, &tbb_s);
+    omp_s = tbb_s = 1e300;
     for (int k = 0; k < EMPTY_CREW; k++)
         crew_s[k] = 1e300;
     for (int r = 0; r < reps; r++) {
@@ -321,20 +344,7 @@ static void bench_empty(bool quick) {
             crew_s[k] = min_d(crew_s[k], run[k](n, futs));
             settle();
         }
-#if CREW_BENCH_HAVE_OPENMP
-        double t0 = crew_now();
-        omp_pool_empty_tasks(n, workers);
-        omp_s = min_d(omp_s, crew_now() - t0);
-        settle();
-#endif
-#if CREW_BENCH_HAVE_TBB
-        if (have_tbb) {
-            double t1 = crew_now();
-            tbb_pool_empty_tasks(n);
-            tbb_s = min_d(tbb_s, crew_now() - t1);
-            settle();
-        }
-#endif
+        time_task_baselines(TASKS_FLAT, n, &omp_s, &tbb_s);
     }
     free(futs);
     double ns = 1e9 / (double)n;
@@ -342,15 +352,7 @@ static void bench_empty(bool quick) {
     printf("  (a group's task and OpenMP's and TBB's carry no result; a submitted one has a future)\n");
     for (int i = 0; i < EMPTY_CREW; i++) {
         printf("  crew %s: %.1f ns/task", what[i], crew_s[i] * ns);
-        if (CREW_BENCH_HAVE_OPENMP)
-            printf("; openmp task %.1f ns/task, ratio %.2fx", omp_s * ns, crew_s[i] / omp_s);
-        else
-            printf("; openmp: not available");
-        if (have_tbb)
-            printf("; tbb task_group %.1f ns/task, ratio %.2fx", tbb_s * ns, crew_s[i] / tbb_s);
-        else
-            printf("; tbb: not installed");
-        printf("\n");
+        print_task_ratios(crew_s[i], ns, omp_s, tbb_s);
     }
     fflush(stdout);
 }

@@ -50,6 +50,10 @@ typedef struct loop_call {
     crew_reduce r;
     size_t leaf;               /* reduce: iterations per leaf */
 
+    /* CREW_PROCESSES: what a unit has cost so far (picoseconds; 0: not
+     * known yet), measured around each call into a child (see
+     * worth_splitting). Any worker writes it, relaxed: an estimate. */
+    _Atomic uint64_t unit_ps;
     _Atomic int stop;          /* a failure or terminate: skip what is left */
     crew_lock err_lock;        /* guards rc and failed_index */
     int rc;
@@ -93,6 +97,27 @@ static bool skipping(loop_call *c) {
     return false;
 }
 
+/* A call into a worker process costs a round trip (tens of microseconds
+ * on a busy machine), so a process pool does not split a piece into halves
+ * that run shorter than this, once calls have shown what a unit costs: a
+ * map of tiny items would otherwise end in a tail of calls of a few items
+ * each, every one a round trip. (A thread pool's split costs ~100 ns: it
+ * splits down to the grain.) */
+#define MIN_HALF_PS (100ull * 1000 * 1000)
+
+static bool worth_splitting(loop_call *c, size_t units) {
+    if (c->pool->kind != CREW_PROCESSES) return true;
+    uint64_t ps = atomic_load_explicit(&c->unit_ps, memory_order_relaxed);
+    return ps == 0 || (units / 2) * ps >= MIN_HALF_PS;
+}
+
+/* Time a call of `units` units into a child (process pools). */
+static void note_cost(loop_call *c, size_t units, int64_t t0) {
+    if (units == 0) return;
+    uint64_t ps = (uint64_t)(crew__now_ns() - t0) * 1000 / units;
+    atomic_store_explicit(&c->unit_ps, ps ? ps : 1, memory_order_relaxed);
+}
+
 static bool try_split(size_t *splits, bool migrated, size_t nworkers) {
     if (migrated) {
         *splits = *splits / 2 > nworkers ? *splits / 2 : nworkers;
@@ -109,7 +134,10 @@ static void leaf_for(crew__worker *w, loop_call *c, size_t b, size_t e) {
     if (skipping(c)) return;
     size_t base = c->f.begin;
     crew__call call = {.op = CREW__CALL_FOR, .for_body = c->f.body, .ctx = c->f.ctx, .b = base + b, .e = base + e};
+    bool timed = c->pool->kind == CREW_PROCESSES;
+    int64_t t0 = timed ? crew__now_ns() : 0;
     int rc = crew__call_run(w, &call);
+    if (timed && rc == 0) note_cost(c, e - b, t0);
     if (rc != 0) record(c, rc, base + b);
     crew__progress_add(&c->progress, e - b);
 }
@@ -132,7 +160,10 @@ static void leaf_map(crew__worker *w, loop_call *c, size_t ub, size_t ue) {
         .stop = &c->stop,
         .stop2 = &c->pool->terminating,
     };
+    bool timed = c->pool->kind == CREW_PROCESSES;
+    int64_t t0 = timed ? crew__now_ns() : 0;
     int rc = crew__call_run(w, &call);
+    if (timed && rc == 0 && call.ran == call.n) note_cost(c, ue - ub, t0);
     if (rc != 0) record(c, rc, i + call.ran);
     else if (call.ran < call.n) skipping(c); /* stopped by a flag: terminate records itself */
     crew__progress_add(&c->progress, call.ran);
@@ -181,7 +212,7 @@ static void inline_range(crew__worker *w, range_job *j) { split_range(w, j->call
 
 static void split_range(crew__worker *w, loop_call *c, size_t b, size_t e, size_t splits, bool migrated) {
     size_t n = c->pool->nworkers;
-    if ((e - b) / 2 >= c->grain && try_split(&splits, migrated, n)) {
+    if ((e - b) / 2 >= c->grain && worth_splitting(c, e - b) && try_split(&splits, migrated, n)) {
         size_t mid = b + (e - b) / 2;
         range_job right = {.task = {job_run}, .call = c, .b = mid, .e = e, .splits = splits, .origin = w->id};
         if (crew__pool_push(c->pool, &right.task) == 0) {
@@ -315,6 +346,7 @@ static void call_finish(loop_call *c) {
 static void call_init(loop_call *c, crew_pool *pool, int kind, size_t total, crew_progress_fn fn, void *arg) {
     c->pool = pool;
     c->kind = kind;
+    atomic_init(&c->unit_ps, 0);
     atomic_init(&c->stop, 0);
     crew_lock_init(&c->err_lock, 0);
     c->rc = 0;
