@@ -230,13 +230,13 @@ int crew_group_run(crew_group *g, crew_group_fn fn, void *arg) {
     if (!g || !fn) return CREW_EINVAL;
     crew_pool *pool = g->pool;
     if (atomic_load_explicit(&g->cancelled, memory_order_relaxed)) return CREW_ECANCELED;
-    if (crew__proc_child(pool)) { /* a task of a process pool: run it here */
-        run_here(g, NULL, fn, arg);
-        return 0;
-    }
     crew__worker *w = crew__pool_self(pool);
     if (w && (crew__deque_deeper(&w->deque, GROUP_INLINE_DEPTH) || bursting(w))) {
         run_here(g, w, fn, arg);
+        return 0;
+    }
+    if (!w && crew__proc_child(pool)) { /* a task of a process pool: run it here */
+        run_here(g, NULL, fn, arg);
         return 0;
     }
     int rc = 0;

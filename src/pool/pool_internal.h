@@ -130,7 +130,13 @@ struct crew_pool {
 /* ------------------------------------------------------------ sched.c */
 
 /* The calling thread's worker record if it works for `pool`, else NULL. */
-crew__worker *crew__pool_self(const crew_pool *pool);
+/* sched.c: the calling thread's worker record, if it is a pool's worker. */
+extern CREW__TLS crew__worker *crew__pool_me;
+
+static inline crew__worker *crew__pool_self(const crew_pool *pool) {
+    crew__worker *w = crew__pool_me;
+    return w && w->pool == pool ? w : NULL;
+}
 
 /* Queue a task: on the caller's own deque when it is one of the pool's
  * workers, else on the injector; then wake a worker if none is looking.
@@ -217,7 +223,12 @@ void crew__proc_stop_child(crew__worker *w);
 /* SIGKILL every child (terminate). */
 void crew__proc_kill_children(crew_pool *pool);
 /* True in a child process of `pool`: calls on the pool run inline there. */
-bool crew__proc_child(const crew_pool *pool);
+/* proc.c: in a process pool's child, the pool it works for; else NULL. */
+extern crew_pool *crew__proc_child_of;
+
+static inline bool crew__proc_child(const crew_pool *pool) {
+    return crew__proc_child_of != NULL && crew__proc_child_of == pool;
+}
 /* The pool whose child process this is, or NULL. */
 crew_pool *crew__proc_child_pool(void);
 /* In a new child: forget the parent's thread state (sched.c). */

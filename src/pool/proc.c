@@ -110,7 +110,7 @@ struct crew__mailbox {
 };
 
 /* Set in a process pool's child: the pool it works for. */
-static crew_pool *child_of;
+crew_pool *crew__proc_child_of;
 
 size_t crew_pool_worker_deaths(const crew_pool *pool, int *last) {
     if (!pool) return 0;
@@ -119,9 +119,8 @@ size_t crew_pool_worker_deaths(const crew_pool *pool, int *last) {
     return n;
 }
 
-bool crew__proc_child(const crew_pool *pool) { return child_of != NULL && child_of == pool; }
 
-crew_pool *crew__proc_child_pool(void) { return child_of; }
+crew_pool *crew__proc_child_pool(void) { return crew__proc_child_of; }
 
 static size_t align16(size_t n) { return (n + 15) & ~(size_t)15; }
 
@@ -157,7 +156,7 @@ static int child_main(void *arg) {
     crew_pool *pool = w->pool;
     crew__mailbox *mb = w->mb;
     crew__pool_child_enter(pool);
-    child_of = pool;
+    crew__proc_child_of = pool;
     int rc = pool->initializer ? pool->initializer(pool->initarg) : 0;
     mb->init_rc = rc > 0 ? CREW_EINVAL : rc;
     uint32_t seen = atomic_load(&mb->req);
@@ -395,7 +394,7 @@ static int attempt(crew__worker *w, crew__call *c) {
 }
 
 int crew__call_run(crew__worker *w, crew__call *c) {
-    if (!w || w->pool->kind != CREW_PROCESSES || child_of) return crew__call_exec(c);
+    if (!w || w->pool->kind != CREW_PROCESSES || crew__proc_child_of) return crew__call_exec(c);
     crew_pool *pool = w->pool;
     unsigned tries = 0;
     for (;;) {

@@ -36,20 +36,17 @@
 #include "pool/pool_internal.h"
 
 CREW__TLS size_t crew__pool_index = SIZE_MAX;
-static CREW__TLS crew__worker *self;
+/* The calling thread's worker record, if it is a pool's worker. */
+CREW__TLS crew__worker *crew__pool_me;
 /* The pool whose task a thread outside it runs at once (crew_group_run). */
 static CREW__TLS crew_pool *guest;
 
 /* How many rounds a worker looks for work before it sleeps. */
 enum { SPIN_ROUNDS = 64 };
 
-crew__worker *crew__pool_self(const crew_pool *pool) {
-    crew__worker *w = self;
-    return w && w->pool == pool ? w : NULL;
-}
 
 crew_pool *crew_pool_current(void) {
-    if (self) return self->pool;
+    if (crew__pool_me) return crew__pool_me->pool;
     return guest ? guest : crew__proc_child_pool();
 }
 
@@ -310,7 +307,7 @@ int crew__pool_help(crew__worker *w, bool (*ready)(void *), void *arg, const cre
 
 /* The future module's hook for this thread: help while waiting. */
 static int future_help(bool (*ready)(void *), void *arg, const crew__deadline *d) {
-    return crew__pool_help(self, ready, arg, d);
+    return crew__pool_help(crew__pool_me, ready, arg, d);
 }
 
 /* ----------------------------------------------------------------- latch */
@@ -345,7 +342,7 @@ void crew__latch_wait(crew_pool *pool, crew__latch *l) {
 static void *worker_main(void *arg) {
     crew__worker *w = arg;
     crew_pool *pool = w->pool;
-    self = w;
+    crew__pool_me = w;
     crew__future_helper = future_help;
     char name[16];
     snprintf(name, sizeof name, "%.10s-%zu", pool->name, w->id);
@@ -382,13 +379,13 @@ static void *worker_main(void *arg) {
     crew__group_flush();
     if (pool->kind == CREW_PROCESSES) crew__proc_stop_child(w);
     crew__future_helper = NULL;
-    self = NULL;
+    crew__pool_me = NULL;
     return NULL;
 }
 
 void crew__pool_child_enter(crew_pool *pool) {
     (void)pool;
-    self = NULL;
+    crew__pool_me = NULL;
     crew__future_helper = NULL;
 }
 
