@@ -119,7 +119,6 @@ size_t crew_pool_worker_deaths(const crew_pool *pool, int *last) {
     return n;
 }
 
-
 crew_pool *crew__proc_child_pool(void) { return crew__proc_child_of; }
 
 static size_t align16(size_t n) { return (n + 15) & ~(size_t)15; }
@@ -127,19 +126,30 @@ static size_t align16(size_t n) { return (n + 15) & ~(size_t)15; }
 /* ------------------------------------------------------------------ child */
 
 /* How each side waits for the other (the child for the next call, the
- * parent for a call's end): a few quick polls, then polls that yield the
- * CPU for up to POLL_NS, then sleep. POLL_NS is longer than the gap between
- * two calls of one map (the parent copies results out and the next inputs
- * in) and than a short call, so a busy map's round trips never sleep; and
- * as each poll yields, a poller never holds up the process it waits for
- * when there are more of them than cores. An idle pool sleeps after
- * POLL_NS. */
+ * parent for a call's end): a few quick polls, then polls for up to
+ * POLL_NS, then sleep. POLL_NS is longer than the gap between two calls of
+ * one map (the parent copies results out and the next inputs in) and than
+ * a short call, so a busy map's round trips never sleep; an idle pool
+ * sleeps after POLL_NS.
+ *
+ * Whether a poll yields the CPU is a trade measured with bench_proc on 2
+ * cores, where the parent's threads and the children outnumber the cores:
+ *  - the parent yields at every poll: the child it waits for is running
+ *    the call and may need this core;
+ *  - the child polls without yielding for CHILD_SPIN_NS first: the next
+ *    call of a caller that submits and waits one task at a time comes a
+ *    few microseconds later, and yielding then costs the round trip
+ *    several context switches (one-at-a-time latency 20-30 us instead of
+ *    4-5 us); after that it yields, so a child kept waiting does not hold
+ *    up the parent's threads. */
 enum { SPIN = 64 };
 #define POLL_NS (200 * 1000)
+#define CHILD_SPIN_NS (20 * 1000)
 
 /* The poll loop: false while polling should go on, true when it is time to
- * sleep. `since` is 0 on the first call. */
-static bool poll_expired(int spin, int64_t *since) {
+ * sleep. `since` is 0 on the first call; polls during the first spin_ns
+ * do not yield. */
+static bool poll_expired(int spin, int64_t *since, int64_t spin_ns) {
     if (spin < SPIN) {
         crew__cpu_relax();
         return false;
@@ -147,7 +157,11 @@ static bool poll_expired(int spin, int64_t *since) {
     int64_t now = crew__now_ns();
     if (*since == 0) *since = now;
     if (now - *since >= POLL_NS) return true;
-    sched_yield();
+    if (now - *since < spin_ns) {
+        for (int k = 0; k < 16; k++) crew__cpu_relax();
+    } else {
+        sched_yield();
+    }
     return false;
 }
 
@@ -168,7 +182,7 @@ static int child_main(void *arg) {
         uint32_t r;
         int64_t since = 0;
         for (int spin = 0; (r = atomic_load(&mb->req)) == seen; spin++) {
-            if (!poll_expired(spin, &since)) continue;
+            if (!poll_expired(spin, &since, CHILD_SPIN_NS)) continue;
             atomic_store(&mb->child_sleeps, 1);
             if (atomic_load(&mb->req) == seen) crew__futex_wait(&mb->req, seen, NULL, true);
             atomic_store(&mb->child_sleeps, 0);
@@ -315,7 +329,7 @@ static int await_done(crew__worker *w, uint32_t r) {
     crew__mailbox *mb = w->mb;
     int64_t since = 0;
     for (int spin = 0; atomic_load(&mb->done) != r; spin++) {
-        if (!poll_expired(spin, &since)) continue;
+        if (!poll_expired(spin, &since, 0)) continue;
         /* Sleep until the child rings (it does when parent_sleeps is set)
          * or ends (its pidfd polls readable): a death is seen at once. */
         atomic_store(&mb->parent_sleeps, 1);
