@@ -138,9 +138,11 @@ static int spawner_task(const void *in, void *out, void *ctx) {
     return rc > 0 ? CREW_EINVAL : rc;
 }
 
-static double crew_empty_nested(size_t n, crew_future **futs) {
-    spawn_ctx s = {.n = n, .futs = futs};
-    crew_task t = {.fn = spawner_task, .ctx = &s};
+/* Seconds to run fn(ctx) as one task of the pool (submit, get, free): the
+ * nested figures, whose spawning thread is one of the workers, as
+ * OpenMP's is one of its team. `what` names a failure. */
+static double time_in_task(crew_task_fn fn, void *ctx, const char *what) {
+    crew_task t = {.fn = fn, .ctx = ctx};
     crew_future *f;
     double t0 = crew_now();
     int rc = crew_pool_submit(pool, &t, &f);
@@ -150,8 +152,13 @@ static double crew_empty_nested(size_t n, crew_future **futs) {
     }
     double t1 = crew_now() - t0;
     if (rc != 0)
-        fail("nested empty tasks", rc);
+        fail(what, rc);
     return t1;
+}
+
+static double crew_empty_nested(size_t n, crew_future **futs) {
+    spawn_ctx s = {.n = n, .futs = futs};
+    return time_in_task(spawner_task, &s, "nested empty tasks");
 }
 
 /* The same N empty tasks through a crew_group: no future per task. */
@@ -191,18 +198,7 @@ static int group_spawner_task(const void *in, void *out, void *ctx) {
 
 static double crew_group_nested(size_t n, crew_future **futs) {
     (void)futs;
-    crew_task t = {.fn = group_spawner_task, .ctx = &n};
-    crew_future *f;
-    double t0 = crew_now();
-    int rc = crew_pool_submit(pool, &t, &f);
-    if (rc == 0) {
-        rc = crew_future_get(f, NULL, CREW_FOREVER);
-        crew_future_free(f);
-    }
-    double t1 = crew_now() - t0;
-    if (rc != 0)
-        fail("nested group of empty tasks", rc);
-    return t1;
+    return time_in_task(group_spawner_task, &n, "nested group of empty tasks");
 }
 
 /* ---- the baselines of the task figures */
@@ -280,18 +276,7 @@ static int tree_root_task(const void *in, void *out, void *ctx) {
 }
 
 static double crew_tree(int depth) {
-    crew_task t = {.fn = tree_root_task, .ctx = (void *)(intptr_t)depth};
-    crew_future *f;
-    double t0 = crew_now();
-    int rc = crew_pool_submit(pool, &t, &f);
-    if (rc == 0) {
-        rc = crew_future_get(f, NULL, CREW_FOREVER);
-        crew_future_free(f);
-    }
-    double t1 = crew_now() - t0;
-    if (rc != 0)
-        fail("tree of tasks", rc);
-    return t1;
+    return time_in_task(tree_root_task, (void *)(intptr_t)depth, "tree of tasks");
 }
 
 static void bench_tree(bool quick) {
