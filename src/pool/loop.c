@@ -108,7 +108,7 @@ static bool skipping(loop_call *c) {
 static bool worth_splitting(loop_call *c, size_t units) {
     if (c->pool->kind != CREW_PROCESSES) return true;
     uint64_t ps = atomic_load_explicit(&c->unit_ps, memory_order_relaxed);
-    return ps == 0 || (units / 2) * ps >= MIN_HALF_PS;
+    return ps == 0 || units / 2 >= (MIN_HALF_PS + ps - 1) / ps; /* (units / 2) * ps >= MIN_HALF_PS */
 }
 
 /* Time a call of `units` units into a child (process pools). */

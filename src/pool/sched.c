@@ -44,7 +44,6 @@ static CREW__TLS crew_pool *guest;
 /* How many rounds a worker looks for work before it sleeps. */
 enum { SPIN_ROUNDS = 64 };
 
-
 crew_pool *crew_pool_current(void) {
     if (crew__pool_me) return crew__pool_me->pool;
     return guest ? guest : crew__proc_child_pool();
